@@ -1,0 +1,132 @@
+"""Fixtures shared by every test: one backend fixture parametrized over every backend.
+
+Backends with a server get a real one, started once per test session on free loopback ports;
+tests that stop, kill or pause a server ask for ``fresh_server`` and get their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from leadercron.backends import Backend, from_url
+from tests.servers import SERVERS, server_class
+from tests.servers.base import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+_ALL_BACKENDS = ["memory", "file", *SERVERS]
+#: ``LEADERCRON_TEST_BACKENDS=memory,file pytest`` runs the backend suites on a subset.
+BACKENDS = [
+    b for b in os.environ.get("LEADERCRON_TEST_BACKENDS", ",".join(_ALL_BACKENDS)).split(",") if b
+]
+_unknown = set(BACKENDS) - set(_ALL_BACKENDS)
+if _unknown:
+    raise RuntimeError(f"LEADERCRON_TEST_BACKENDS names unknown backends: {sorted(_unknown)}")
+
+
+@dataclass
+class BackendCase:
+    """One backend under test: how to reach it and how short its ttl may be."""
+
+    name: str
+    base_url: str
+    ttl: float
+    server: Server | None = None
+    made: list[Backend] = field(default_factory=list)
+
+    def make(self, url: str | None = None) -> Backend:
+        backend = from_url(url or self.base_url)
+        self.made.append(backend)
+        return backend
+
+    @property
+    def multiprocess(self) -> bool:
+        """Whether separate processes can share an election through this backend."""
+        return self.name != "memory"
+
+    def close_all(self) -> None:
+        for backend in self.made:
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001 - best effort during teardown
+                pass
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[dict[str, Server]]:
+    started: dict[str, Server] = {}
+    yield started
+    for server in started.values():
+        server.cleanup()
+
+
+def _case(name: str, servers: dict[str, Server], tmp_path: Path, fresh: bool) -> BackendCase:
+    if name == "memory":
+        return BackendCase(name, f"memory://{uuid.uuid4().hex}", ttl=1.0)
+    if name == "file":
+        return BackendCase(name, f"file://{tmp_path / 'election.lock'}", ttl=1.0)
+    cls = server_class(name)
+    if fresh:
+        server = cls()
+        server.start()
+    else:
+        if name not in servers:
+            servers[name] = cls()
+            servers[name].start()
+        server = servers[name]
+    return BackendCase(name, server.url(), ttl=cls.min_ttl, server=server)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_case(
+    request: pytest.FixtureRequest, servers: dict[str, Server], tmp_path: Path
+) -> Iterator[BackendCase]:
+    case = _case(request.param, servers, tmp_path, fresh=False)
+    yield case
+    case.close_all()
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b not in ("memory", "file")])
+def fresh_server_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendCase]:
+    """A backend on a server of its own, which the test may pause, kill and restart."""
+    case = _case(request.param, {}, tmp_path, fresh=True)
+    yield case
+    case.close_all()
+    assert case.server is not None
+    case.server.cleanup()
+
+
+@pytest.fixture
+def election() -> str:
+    """An election name no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def python_env() -> dict[str, str]:
+    """Environment for child Python processes that import leadercron and tests from this tree."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes (for tests only)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+PYTHON = sys.executable
