@@ -1,5 +1,7 @@
-"""Durations as written in config files, flags and URL options: ``500ms``, ``10s``, ``1m``, ``2h``, or a
-number of seconds."""
+"""Durations as written in config files, flags and URL options.
+
+``500ms``, ``10s``, ``1m``, ``2h``, or a plain number of seconds.
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ tests that stop, kill or pause a server ask for ``fresh_server`` and get their o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -52,10 +53,8 @@ class BackendCase:
 
     def close_all(self) -> None:
         for backend in self.made:
-            try:
+            with contextlib.suppress(Exception):
                 backend.close()
-            except Exception:  # noqa: BLE001 - best effort during teardown
-                pass
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,9 @@ def backend_class(scheme: str) -> type[Backend]:
 def from_url(url: str) -> Backend:
     """Make the backend that ``url`` names. Does not contact the server."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"backend {url!r} is not a URL (expected e.g. file:///tmp/leadercron.lock)")
+        raise ConfigError(
+            f"backend {url!r} is not a URL (expected e.g. file:///tmp/leadercron.lock)"
+        )
     scheme = urlsplit(url).scheme.lower()
     if not scheme:
         raise ConfigError(f"backend URL {redact_url(url)!r} has no scheme")

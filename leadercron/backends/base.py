@@ -173,7 +173,9 @@ class Backend(ABC):
         Raises ``BackendUnavailable`` if the backend cannot be reached.
         """
 
-    def validate_timing(self, *, ttl: float, renew_deadline: float, retry_period: float) -> None:
+    def validate_timing(  # noqa: B027 - optional hook, accepting by default
+        self, *, ttl: float, renew_deadline: float, retry_period: float
+    ) -> None:
         """Reject timing the backend cannot honour, with a one-line ``ConfigError``.
 
         Called when the configuration loads, after the general check
@@ -228,7 +230,8 @@ def parse_url(url: str, schemes: tuple[str, ...]) -> tuple[SplitResult, dict[str
     """
     parts = urlsplit(url)
     if parts.scheme not in schemes:
-        raise ConfigError(f"backend URL {redact_url(url)!r}: expected scheme {' or '.join(schemes)}")
+        expected = " or ".join(schemes)
+        raise ConfigError(f"backend URL {redact_url(url)!r}: expected scheme {expected}")
     raw = parse_qs(parts.query, keep_blank_values=True)
     options: dict[str, str] = {}
     for key, values in raw.items():

@@ -159,7 +159,7 @@ class FileBackend(Backend):
             raise BackendUnavailable(f"{self.state_path} is corrupt: {exc}") from exc
         state.setdefault("elections", {})
         state.setdefault("tokens", {})
-        return state  # type: ignore[no-any-return]
+        return state
 
     def _write(self, state: dict[str, Any]) -> None:
         # Written in place under the mutex. Only the first line counts, so a process killed

@@ -17,8 +17,9 @@ from leadercron.errors import BackendUnavailable
 from tests.conftest import PYTHON, BackendCase, wait_until
 
 
-def acquire_blocking(backend: Backend, election: str, identity: str, ttl: float,
-                     timeout: float) -> Lease:
+def acquire_blocking(
+    backend: Backend, election: str, identity: str, ttl: float, timeout: float
+) -> Lease:
     """Campaign the way the elector does: acquire, else wait for a change, until ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,7 +136,9 @@ def test_fencing_tokens_strictly_increase(backend_case: BackendCase, election: s
     assert len(set(tokens)) == len(tokens), tokens
 
 
-def test_wait_returns_when_a_silent_holder_expires(backend_case: BackendCase, election: str) -> None:
+def test_wait_returns_when_a_silent_holder_expires(
+    backend_case: BackendCase, election: str
+) -> None:
     holder, waiter = backend_case.make(), backend_case.make()
     ttl = backend_case.ttl
     acquire_blocking(holder, election, "holder", ttl, timeout=10 * ttl)
@@ -199,5 +202,5 @@ def unreachable_url(case: BackendCase) -> str | None:
     url = case.base_url
     head, sep, rest = url.partition("://")
     hostport, slash, tail = rest.partition("/")
-    userinfo, at, hosts = hostport.rpartition("@")
+    userinfo, at, _hosts = hostport.rpartition("@")
     return f"{head}{sep}{userinfo}{at}127.0.0.1:{port}{slash}{tail}"

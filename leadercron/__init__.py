@@ -1,0 +1,33 @@
+"""leadercron: run APScheduler jobs on exactly one of several replicas, by leader election."""
+
+from __future__ import annotations
+
+from leadercron.elector import Elector, Listener, State
+from leadercron.errors import (
+    BackendAuthError,
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    LeadercronError,
+    MissingExtraError,
+)
+from leadercron.term import Run, Term, current_run, current_term
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendAuthError",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigError",
+    "Elector",
+    "LeadercronError",
+    "Listener",
+    "MissingExtraError",
+    "Run",
+    "State",
+    "Term",
+    "__version__",
+    "current_run",
+    "current_term",
+]

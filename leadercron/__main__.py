@@ -1,0 +1,5 @@
+import sys
+
+from leadercron.cli import main
+
+sys.exit(main())

@@ -1,0 +1,385 @@
+"""LeaderScheduler: an APScheduler 3 scheduler that runs jobs only while this replica leads.
+
+Every replica builds the same scheduler with the same jobs. :class:`LeaderScheduler` starts it
+paused, resumes it when the elector wins and pauses it when the term ends. Pausing alone is not
+enough — a resumed APScheduler fires every missed run within its grace time at once, and a job
+queued just before a loss would still start — so each run is also guarded *at dispatch*: the
+executor checks, in the worker, right before calling the job, that this replica holds an
+unexpired term at that instant, and skips the run otherwise.
+
+Fire times must be the same on every replica, so :meth:`LeaderScheduler.add_job` anchors
+interval triggers to a fixed origin (the Unix epoch unless ``start_date`` is given) instead of the
+moment the process started.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.util import iscoroutinefunction_partial
+
+from leadercron.elector import Elector, Listener
+from leadercron.errors import ConfigError
+from leadercron.term import Run, Term, format_time, reset_current_run, set_current_run
+
+log = logging.getLogger("leadercron.jobs")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+OnLost = Literal["finish", "cancel"]
+
+
+class LeaderScheduler(Listener):
+    """Binds an APScheduler scheduler to an :class:`~leadercron.elector.Elector`.
+
+    ``scheduler`` is a not-yet-started ``BackgroundScheduler`` (or ``BlockingScheduler``
+    run from a thread) or ``AsyncIOScheduler``; leadercron installs its guarded executor as the
+    scheduler's ``default`` executor. ``on_lost`` says what happens to runs in flight when the
+    term ends: ``"finish"`` lets them complete (they can watch ``current_term().held``),
+    ``"cancel"`` cancels them (command jobs are terminated; Python jobs see
+    ``current_run().cancelled``). ``origin`` anchors interval triggers.
+    """
+
+    def __init__(
+        self,
+        scheduler: BaseScheduler,
+        elector: Elector,
+        *,
+        on_lost: OnLost = "finish",
+        origin: datetime = EPOCH,
+        max_workers: int = 10,
+    ) -> None:
+        if scheduler.running:
+            raise RuntimeError("LeaderScheduler needs a scheduler that has not been started")
+        if on_lost not in ("finish", "cancel"):
+            raise ConfigError(f"on_lost must be 'finish' or 'cancel', got {on_lost!r}")
+        self.scheduler = scheduler
+        self.elector = elector
+        self.on_lost = on_lost
+        self.origin = origin if origin.tzinfo else origin.replace(tzinfo=UTC)
+        self._accepting = True
+        self._running: set[Run] = set()
+        self._running_cond = threading.Condition()
+        self.outcomes: dict[str, tuple[str, datetime]] = {}
+        self._observers: list[Callable[[str, str, float], None]] = []
+        self._install_executor(max_workers)
+        elector.subscribe(self)
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _install_executor(self, max_workers: int) -> None:
+        executors: dict[str, Any] = getattr(self.scheduler, "_executors", {})
+        for alias, executor in executors.items():
+            if not isinstance(executor, _GuardedThreadPoolExecutor | _GuardedAsyncIOExecutor):
+                raise ConfigError(
+                    f"executor {alias!r} ({type(executor).__name__}) would run jobs unguarded; "
+                    "let LeaderScheduler install its own executor"
+                )
+        guarded: ThreadPoolExecutor | AsyncIOExecutor
+        if isinstance(self.scheduler, AsyncIOScheduler):
+            guarded = _GuardedAsyncIOExecutor(self)
+        else:
+            guarded = _GuardedThreadPoolExecutor(self, max_workers)
+        self.scheduler.add_executor(guarded, "default")
+
+    def add_job(self, func: Callable[..., Any] | str, trigger: Any = None, **kwargs: Any) -> Job:
+        """``scheduler.add_job`` with interval triggers anchored to the origin.
+
+        An ``"interval"`` trigger without ``start_date`` fires at ``origin + k * interval``, so
+        every replica computes the same fire times whenever it started.
+        """
+        if trigger == "interval" and kwargs.get("start_date") is None:
+            kwargs["start_date"] = self.origin
+        return self.scheduler.add_job(func, trigger, **kwargs)
+
+    def observe(self, callback: Callable[[str, str, float], None]) -> None:
+        """Call ``callback(job_id, outcome, seconds)`` after every run or skip."""
+        self._observers.append(callback)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler paused and the elector; jobs run once this replica leads."""
+        if self.scheduler.state == STATE_STOPPED:
+            self.scheduler.start(paused=True)
+        self.elector.start()
+
+    def running_runs(self) -> list[Run]:
+        with self._running_cond:
+            return list(self._running)
+
+    def shutdown(self, grace: float, *, release: bool = True) -> bool:
+        """Stop dispatching, let running jobs finish for up to ``grace`` seconds, then resign.
+
+        Runs still going after ``grace`` are cancelled. The lease is released last (so the
+        fencing token stays valid while jobs finish), which hands leadership over at once.
+        Returns whether every run finished within the grace period.
+        """
+        self._accepting = False
+        self._pause()
+        deadline = time.monotonic() + grace
+        with self._running_cond:
+            finished = self._running_cond.wait_for(
+                lambda: not self._running, timeout=max(0.0, grace)
+            )
+            leftover = list(self._running)
+        if not finished:
+            log.warning(
+                "shutdown grace period of %gs over; cancelling %d running job(s): %s",
+                grace,
+                len(leftover),
+                ", ".join(sorted({r.job_id for r in leftover})),
+            )
+            for run in leftover:
+                run.cancel()
+            with self._running_cond:
+                self._running_cond.wait_for(lambda: not self._running, timeout=5.0)
+        self.elector.stop(release=release, timeout=max(5.0, deadline - time.monotonic()))
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        return finished
+
+    # -- elector events (elector thread; never block) ------------------------------------------
+
+    def elected(self, term: Term) -> None:
+        if self._accepting:
+            self._resume()
+
+    def resumed(self, term: Term) -> None:
+        if self._accepting:
+            self._resume()
+
+    def suspended(self, term: Term, reason: str) -> None:
+        self._pause()
+
+    def lost(self, term: Term, reason: str) -> None:
+        self._pause()
+        if self.on_lost == "cancel":
+            for run in self.running_runs():
+                if run.term.token == term.token:
+                    log.info(
+                        "cancelling job=%s scheduled=%s term=%d: %s",
+                        run.job_id,
+                        format_time(run.scheduled_time),
+                        term.token,
+                        reason,
+                    )
+                    run.cancel()
+
+    def _pause(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.pause()
+
+    def _resume(self) -> None:
+        if self.scheduler.state != STATE_STOPPED:
+            self.scheduler.resume()
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def _admit(self, job: Job, run_time: datetime) -> Run | None:
+        """The dispatch guard: a Run if this replica may start this fire now, else ``None``.
+
+        Two conditions, checked at this instant: this replica holds an unexpired term, and the
+        fire was scheduled no earlier than that term began. A previous leader stopped
+        dispatching before its lease could pass to this term, so every fire it may have started
+        was scheduled before this term began: a fire never runs in two terms.
+        """
+        term = self.elector.term() if self._accepting else None
+        if term is None or run_time < term.started_at:
+            return None
+        run = Run(job_id=job.id, scheduled_time=run_time, term=term)
+        with self._running_cond:
+            self._running.add(run)
+        return run
+
+    def _finish(self, run: Run) -> None:
+        with self._running_cond:
+            self._running.discard(run)
+            self._running_cond.notify_all()
+
+    def _record(self, job_id: str, outcome: str, seconds: float) -> None:
+        self.outcomes[job_id] = (outcome, datetime.now(UTC))
+        for callback in self._observers:
+            callback(job_id, outcome, seconds)
+
+    def _before(
+        self, job: Job, alias: str, run_time: datetime, events: list[JobExecutionEvent]
+    ) -> Run | None:
+        """Misfire and leadership checks for one fire; returns the admitted Run or None."""
+        if job.misfire_grace_time is not None:
+            late = datetime.now(UTC) - run_time
+            if late > timedelta(seconds=job.misfire_grace_time):
+                events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
+                log.warning(
+                    "missed job=%s scheduled=%s late_by=%.3fs",
+                    job.id,
+                    format_time(run_time),
+                    late.total_seconds(),
+                )
+                self._record(job.id, "missed", 0.0)
+                return None
+        run = self._admit(job, run_time)
+        if run is None:
+            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
+            log.info(
+                "skipped job=%s scheduled=%s: not leading at that instant, or scheduled before "
+                "this term began",
+                job.id,
+                format_time(run_time),
+            )
+            self._record(job.id, "skipped", 0.0)
+        return run
+
+    def _after(
+        self,
+        run: Run,
+        alias: str,
+        started: float,
+        events: list[JobExecutionEvent],
+        retval: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        seconds = time.monotonic() - started
+        self._finish(run)
+        outcome = "success" if error is None else "error"
+        line = "job=%s scheduled=%s identity=%s term=%d outcome=%s duration=%.3fs"
+        fields = (
+            run.job_id,
+            format_time(run.scheduled_time),
+            run.term.identity,
+            run.term.token,
+            outcome,
+            seconds,
+        )
+        if error is None:
+            log.info(line, *fields)
+            events.append(
+                JobExecutionEvent(
+                    EVENT_JOB_EXECUTED, run.job_id, alias, run.scheduled_time, retval=retval
+                )
+            )
+        else:
+            log.error(line + " error=%s", *fields, f"{type(error).__name__}: {error}")
+            tb = "".join(traceback.format_tb(error.__traceback__))
+            events.append(
+                JobExecutionEvent(
+                    EVENT_JOB_ERROR,
+                    run.job_id,
+                    alias,
+                    run.scheduled_time,
+                    exception=error,
+                    traceback=tb,
+                )
+            )
+        self._record(run.job_id, outcome, seconds)
+
+    def run_job(
+        self, job: Job, alias: str, run_times: list[datetime], logger_name: str
+    ) -> list[JobExecutionEvent]:
+        """Replacement for APScheduler's ``run_job``: the same, plus the dispatch guard."""
+        events: list[JobExecutionEvent] = []
+        for run_time in run_times:
+            run = self._before(job, alias, run_time, events)
+            if run is None:
+                continue
+            token = set_current_run(run)
+            started = time.monotonic()
+            try:
+                retval = job.func(*job.args, **job.kwargs)
+            except BaseException:
+                self._after(run, alias, started, events, error=sys.exc_info()[1])
+            else:
+                self._after(run, alias, started, events, retval=retval)
+            finally:
+                reset_current_run(token)
+        return events
+
+    async def run_coroutine_job(
+        self, job: Job, alias: str, run_times: list[datetime], logger_name: str
+    ) -> list[JobExecutionEvent]:
+        """Coroutine version of :meth:`run_job`."""
+        events: list[JobExecutionEvent] = []
+        for run_time in run_times:
+            run = self._before(job, alias, run_time, events)
+            if run is None:
+                continue
+            token = set_current_run(run)
+            started = time.monotonic()
+            try:
+                retval = await job.func(*job.args, **job.kwargs)
+            except BaseException:
+                self._after(run, alias, started, events, error=sys.exc_info()[1])
+            else:
+                self._after(run, alias, started, events, retval=retval)
+            finally:
+                reset_current_run(token)
+        return events
+
+
+class _GuardedThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """APScheduler's thread pool executor, running jobs through the dispatch guard."""
+
+    def __init__(self, owner: LeaderScheduler, max_workers: int) -> None:
+        super().__init__(max_workers)
+        self._owner = owner
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        def callback(future: Any) -> None:
+            exc = future.exception()
+            if exc is not None:
+                self._run_job_error(job.id, exc, exc.__traceback__)
+            else:
+                self._run_job_success(job.id, future.result())
+
+        future = self._pool.submit(
+            self._owner.run_job, job, job._jobstore_alias, run_times, self._logger.name
+        )
+        future.add_done_callback(callback)
+
+
+class _GuardedAsyncIOExecutor(AsyncIOExecutor):  # type: ignore[misc]
+    """APScheduler's asyncio executor, running jobs through the dispatch guard."""
+
+    def __init__(self, owner: LeaderScheduler) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        def callback(future: Any) -> None:
+            self._pending_futures.discard(future)
+            try:
+                events = future.result()
+            except BaseException:
+                self._run_job_error(job.id, *sys.exc_info()[1:])
+            else:
+                self._run_job_success(job.id, events)
+
+        if iscoroutinefunction_partial(job.func) or inspect.iscoroutinefunction(job.func):
+            coro = self._owner.run_coroutine_job(
+                job, job._jobstore_alias, run_times, self._logger.name
+            )
+            future = self._eventloop.create_task(coro)
+        else:
+            future = self._eventloop.run_in_executor(
+                None, self._owner.run_job, job, job._jobstore_alias, run_times, self._logger.name
+            )
+        future.add_done_callback(callback)
+        self._pending_futures.add(future)

@@ -1,0 +1,26 @@
+"""Job functions for tests (imported by ``func:`` references in test configs)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from leadercron.term import current_run
+
+
+def record(path: str, seconds: float = 0.0) -> None:
+    """Append ``identity scheduled_time term`` to ``path``; optionally take ``seconds``."""
+    run = current_run()
+    assert run is not None
+    line = f"{run.term.identity} {run.scheduled_time_text} {run.term.token}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    if seconds:
+        time.sleep(seconds)
+
+
+def fail() -> None:
+    raise RuntimeError("this job always fails")
