@@ -11,6 +11,7 @@ from leadercron.errors import (
     LeadercronError,
     MissingExtraError,
 )
+from leadercron.scheduler import LeaderScheduler
 from leadercron.term import Run, Term, current_run, current_term
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "Elector",
+    "LeaderScheduler",
     "LeadercronError",
     "Listener",
     "MissingExtraError",
