@@ -168,6 +168,14 @@ class Elector:
             return None
         return lead[0]
 
+    def lease(self, term: Term) -> Lease | None:
+        """The backend lease of ``term`` while it is current (for fenced claims), else ``None``."""
+        lease = self._lease
+        current = self.term()
+        if lease is None or current is None or current.token != term.token:
+            return None
+        return lease if lease.token == term.token else None
+
     def holds(self, token: int) -> bool:
         """Whether this replica leads right now in the term with fencing token ``token``."""
         term = self.term()

@@ -38,12 +38,23 @@ from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.util import iscoroutinefunction_partial
 
 from leadercron.elector import Elector, Listener
-from leadercron.errors import ConfigError
+from leadercron.errors import BackendUnavailable, ConfigError
 from leadercron.term import Run, Term, format_time, reset_current_run, set_current_run
 
 log = logging.getLogger("leadercron.jobs")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def fire_key(moment: datetime) -> int:
+    """A fire's scheduled time as whole milliseconds since the epoch (the claim key).
+
+    Milliseconds, not microseconds: replicas that reach the same interval fire by different
+    float arithmetic may differ in the last microsecond.
+    """
+    return round(moment.timestamp() * 1000)
+
+
 OnLost = Literal["finish", "cancel"]
 
 
@@ -160,7 +171,53 @@ class LeaderScheduler(Listener):
     # -- elector events (elector thread; never block) ------------------------------------------
 
     def elected(self, term: Term) -> None:
-        if self._accepting:
+        if not self._accepting:
+            return
+        if self.elector.backend.supports_claims:
+            # Reading the ledger is a backend call: not on the elector's thread.
+            threading.Thread(
+                target=self._catch_up_then_resume,
+                args=(term,),
+                name="leadercron-catch-up",
+                daemon=True,
+            ).start()
+        else:
+            self._resume()
+
+    def _catch_up_then_resume(self, term: Term) -> None:
+        """Point each job back at the first fire after its ledger mark, then resume.
+
+        A new leader's scheduler may never have computed the fires that fell due during the
+        failover (it started after them, or it was paused). Starting from the last claimed fire,
+        APScheduler then dispatches what was missed — within ``misfire_grace_time``, folded into
+        one run when ``coalesce`` is on — and the claims make sure nothing runs twice.
+        """
+        try:
+            marks = self.elector.backend.ledger(term.election)
+        except BackendUnavailable as exc:
+            log.warning("catch-up skipped: cannot read the run ledger: %s", exc)
+            marks = {}
+        now = datetime.now(UTC)
+        for job in self.scheduler.get_jobs():
+            mark = marks.get(job.id)
+            if mark is None or job.next_run_time is None:
+                continue
+            after = datetime.fromtimestamp(mark / 1000, UTC)
+            first = job.trigger.get_next_fire_time(after, after + timedelta(microseconds=1))
+            grace = job.misfire_grace_time
+            too_old = (
+                grace is not None and first is not None and now - first > timedelta(seconds=grace)
+            )
+            if first is None or too_old or first >= job.next_run_time:
+                continue
+            log.info(
+                "catching up job=%s from scheduled=%s (last claimed %s)",
+                job.id,
+                format_time(first),
+                format_time(after),
+            )
+            job.modify(next_run_time=first)
+        if self._accepting and self.elector.holds(term.token):
             self._resume()
 
     def resumed(self, term: Term) -> None:
@@ -194,21 +251,41 @@ class LeaderScheduler(Listener):
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    def _admit(self, job: Job, run_time: datetime) -> Run | None:
-        """The dispatch guard: a Run if this replica may start this fire now, else ``None``.
+    def _admit(self, job: Job, run_time: datetime) -> tuple[Run | None, str]:
+        """The dispatch guard: a Run if this replica may start this fire now, else a reason.
 
-        Two conditions, checked at this instant: this replica holds an unexpired term, and the
-        fire was scheduled no earlier than that term began. A previous leader stopped
-        dispatching before its lease could pass to this term, so every fire it may have started
-        was scheduled before this term began: a fire never runs in two terms.
+        First, at this instant, this replica must hold an unexpired term. Then, where the
+        backend supports it, the fire is *claimed* in the backend in one atomic step that also
+        checks that this term is still the live one there (:meth:`Backend.claim`): a fire that
+        any replica claimed before, or a claim by a deposed leader, is refused by the backend
+        itself. After the claim the local term is checked once more.
+
+        Backends without claims fall back to a local rule: run only fires scheduled no earlier
+        than this term began. A previous leader stopped dispatching before its lease could pass
+        to this term, so every fire it may have started was scheduled before this term began.
         """
         term = self.elector.term() if self._accepting else None
-        if term is None or run_time < term.started_at:
-            return None
+        if term is None:
+            return None, "not leading at that instant"
+        backend = self.elector.backend
+        if backend.supports_claims:
+            lease = self.elector.lease(term)
+            if lease is None:
+                return None, "not leading at that instant"
+            try:
+                claimed = backend.claim(lease, job.id, fire_key(run_time))
+            except BackendUnavailable as exc:
+                return None, f"claim failed: {exc}"
+            if not claimed:
+                return None, "claim rejected: already run, or the term is over in the backend"
+            if not self.elector.holds(term.token):
+                return None, "term ended while claiming"
+        elif run_time < term.started_at:
+            return None, "scheduled before this term began"
         run = Run(job_id=job.id, scheduled_time=run_time, term=term)
         with self._running_cond:
             self._running.add(run)
-        return run
+        return run, ""
 
     def _finish(self, run: Run) -> None:
         with self._running_cond:
@@ -236,16 +313,13 @@ class LeaderScheduler(Listener):
                 )
                 self._record(job.id, "missed", 0.0)
                 return None
-        run = self._admit(job, run_time)
+        run, reason = self._admit(job, run_time)
         if run is None:
             events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
-            log.info(
-                "skipped job=%s scheduled=%s: not leading at that instant, or scheduled before "
-                "this term began",
-                job.id,
-                format_time(run_time),
+            log.info("skipped job=%s scheduled=%s: %s", job.id, format_time(run_time), reason)
+            self._record(
+                job.id, "rejected" if reason.startswith("claim rejected") else "skipped", 0.0
             )
-            self._record(job.id, "skipped", 0.0)
         return run
 
     def _after(

@@ -46,7 +46,10 @@ from urllib.parse import SplitResult, parse_qs, urlsplit, urlunsplit
 
 from leadercron.errors import ConfigError
 
-__all__ = ["Backend", "LeaderInfo", "Lease", "parse_url", "redact_url"]
+__all__ = ["LEDGER_RETENTION", "Backend", "LeaderInfo", "Lease", "parse_url", "redact_url"]
+
+#: Seconds a backend keeps a job's claim mark at least (7 days); see :meth:`Backend.claim`.
+LEDGER_RETENTION = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,33 @@ class Backend(ABC):
         callback = getattr(self, "_alarm_callback", None)
         if callback is not None:
             callback(reason)
+
+    #: Whether this backend implements :meth:`claim` and :meth:`ledger`.
+    supports_claims: ClassVar[bool] = False
+
+    def claim(self, lease: Lease, job_id: str, fire: int) -> bool:
+        """Claim one fire of a job, atomically with a check that ``lease`` is the live term.
+
+        ``fire`` is the fire's scheduled time in whole milliseconds since the Unix epoch. In one
+        atomic step on the server: if ``lease`` is still the live term *and* ``fire`` is greater
+        than the job's mark (the greatest fire ever claimed for ``job_id`` in this election, by
+        any term), set the mark to ``fire`` and return ``True``; otherwise change nothing and
+        return ``False``. A job's fire times strictly increase, so the mark alone makes every
+        fire start at most once across all replicas and terms — even when a deposed leader that
+        does not know it yet tries to claim — and the ledger keeps one entry per job.
+
+        A backend may drop a job's entry once its mark is older than :data:`LEDGER_RETENTION`
+        seconds; callers never claim a fire that old. Raises ``BackendUnavailable`` when the
+        outcome is unknown (the caller then skips the run).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support claims")
+
+    def ledger(self, election: str) -> dict[str, int]:
+        """Every job's mark in ``election`` (job id → fire in ms since the epoch).
+
+        A read, with no side effect. Raises ``BackendUnavailable`` when it cannot tell.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support claims")
 
     def candidates(self, election: str) -> list[str] | None:
         """Identities campaigning for ``election``, leader first, or ``None`` if unknown.

@@ -15,9 +15,10 @@ Files, all next to each other (the directory is created if missing):
     The lock file. Every operation holds ``flock(LOCK_EX)`` on it for a few microseconds, which
     makes acquire-if-absent, compare-and-set and compare-and-delete atomic across processes.
 ``PATH.state``
-    One JSON line: per election the holder, its term's fencing token, its expiry, and the counter
-    the tokens come from. Only changed under the lock file's mutex, so the counter strictly
-    increases across processes and restarts.
+    One JSON line: per election the holder, its term's fencing token, its expiry, the counter
+    the tokens come from, and the claim ledger (per job, the last fire claimed). Only changed
+    under the lock file's mutex, so the counter strictly increases across processes and
+    restarts.
 ``PATH.<election>.held``
     The live holder keeps ``flock(LOCK_EX)`` on it for its whole term. The kernel drops that lock
     the instant the holder's process dies, which wakes waiters (they block on the same lock, so no
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from leadercron.backends.base import (
+    LEDGER_RETENTION,
     Backend,
     LeaderInfo,
     Lease,
@@ -86,6 +88,7 @@ class FileBackend(Backend):
 
     schemes = ("file",)
     detects_crash = True
+    supports_claims = True
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         self.path = Path(path)
@@ -260,6 +263,33 @@ class FileBackend(Backend):
                 self._write(state)
             # Dropping the liveness lock wakes the waiters, after the state says "free".
             handle.drop()
+
+    def claim(self, lease: Lease, job_id: str, fire: int) -> bool:
+        handle: _Handle = lease.handle
+        with self._mutex():
+            state = self._read()
+            record = state["elections"].get(lease.election)
+            if (
+                not self._alive(record, time.monotonic())
+                or record.get("owner") != handle.owner
+                or int(record.get("token", -1)) != lease.token
+            ):
+                return False
+            ledgers = state.setdefault("ledgers", {})
+            ledger = ledgers.setdefault(lease.election, {})
+            if fire <= int(ledger.get(job_id, -1)):
+                return False
+            ledger[job_id] = fire
+            horizon = (time.time() - LEDGER_RETENTION) * 1000
+            for stale in [job for job, mark in ledger.items() if mark < horizon]:
+                del ledger[stale]
+            self._write(state)
+            return True
+
+    def ledger(self, election: str) -> dict[str, int]:
+        with self._mutex():
+            ledger = self._read().get("ledgers", {}).get(election, {})
+        return {job: int(mark) for job, mark in ledger.items()}
 
     def leader(self, election: str) -> LeaderInfo | None:
         with self._mutex():

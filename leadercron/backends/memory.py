@@ -38,6 +38,7 @@ class _Store:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.records: dict[str, _Record] = {}
+        self.ledgers: dict[str, dict[str, int]] = {}
         self.tokens: dict[str, int] = {}
         self.notifier = Notifier()
 
@@ -56,6 +57,7 @@ class MemoryBackend(Backend):
     """Elections kept in this process. See the module docstring for the URL."""
 
     schemes = ("memory",)
+    supports_claims = True
 
     def __init__(self, store: str = "default", *, clock: Callable[[], float] = time.monotonic):
         self._store = _store(store)
@@ -103,6 +105,21 @@ class MemoryBackend(Backend):
             if record is not None and record.token == lease.token and record.owner == lease.handle:
                 del self._store.records[lease.election]
                 self._store.notifier.bump()
+
+    def claim(self, lease: Lease, job_id: str, fire: int) -> bool:
+        with self._store.lock:
+            record = self._live(lease.election, self._clock())
+            if record is None or record.token != lease.token or record.owner != lease.handle:
+                return False
+            ledger = self._store.ledgers.setdefault(lease.election, {})
+            if fire <= ledger.get(job_id, -1):
+                return False
+            ledger[job_id] = fire
+            return True
+
+    def ledger(self, election: str) -> dict[str, int]:
+        with self._store.lock:
+            return dict(self._store.ledgers.get(election, {}))
 
     def leader(self, election: str) -> LeaderInfo | None:
         with self._store.lock:

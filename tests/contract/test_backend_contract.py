@@ -204,3 +204,49 @@ def unreachable_url(case: BackendCase) -> str | None:
     hostport, slash, tail = rest.partition("/")
     userinfo, at, _hosts = hostport.rpartition("@")
     return f"{head}{sep}{userinfo}{at}127.0.0.1:{port}{slash}{tail}"
+
+
+def needs_claims(backend: Backend) -> None:
+    if not backend.supports_claims:
+        pytest.skip(f"{type(backend).__name__} has no fenced claims yet")
+
+
+def test_claims_are_fenced_by_the_term_and_never_repeat(
+    backend_case: BackendCase, election: str
+) -> None:
+    first, second = backend_case.make(), backend_case.make()
+    needs_claims(first)
+    lease = acquire_blocking(first, election, "first", 30.0, timeout=30)
+    base = int(time.time() * 1000)  # fires are ms since the epoch; ledgers drop very old ones
+    assert first.claim(lease, "job", base + 1_000)
+    assert not first.claim(lease, "job", base + 1_000), "the same fire claimed twice"
+    assert not first.claim(lease, "job", base + 999), "an older fire claimed after a newer one"
+    assert first.claim(lease, "job", base + 2_000)
+    assert first.claim(lease, "other", base + 1_500)
+    assert first.ledger(election) == {"job": base + 2_000, "other": base + 1_500}
+    first.release(lease)
+    # A deposed term can claim nothing, even a fire nobody claimed.
+    assert not first.claim(lease, "job", base + 3_000)
+    successor = acquire_blocking(second, election, "second", 30.0, timeout=10)
+    assert not second.claim(successor, "job", base + 2_000), "the successor re-ran a claimed fire"
+    assert second.claim(successor, "job", base + 3_000)
+    assert not first.claim(lease, "job", base + 4_000)
+    assert second.ledger(election)["job"] == base + 3_000
+
+
+def test_racing_claims_for_one_fire_admit_exactly_one(
+    backend_case: BackendCase, election: str
+) -> None:
+    holder = backend_case.make()
+    needs_claims(holder)
+    lease = acquire_blocking(holder, election, "holder", 30.0, timeout=30)
+    base = int(time.time() * 1000)
+    barrier = threading.Barrier(4)
+
+    def claim(_: int) -> bool:
+        barrier.wait()
+        return holder.claim(lease, "job", base + 5_000)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(claim, range(4)))
+    assert results.count(True) == 1, results

@@ -20,6 +20,7 @@ SERVERS: dict[str, str] = {
 
 def server_class(name: str) -> type[Server]:
     module_name, _, attr = SERVERS[name].partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
+    cls: object = getattr(importlib.import_module(module_name), attr)
+    assert isinstance(cls, type)
     assert issubclass(cls, Server)
     return cls
