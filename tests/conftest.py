@@ -102,6 +102,23 @@ def fresh_server_case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 
 
 @pytest.fixture
+def fresh_case(tmp_path: Path) -> Iterator[Callable[[str], BackendCase]]:
+    """A factory: ``fresh_case(name)`` starts a server of its own for backend ``name``."""
+    made: list[BackendCase] = []
+
+    def factory(name: str) -> BackendCase:
+        case = _case(name, {}, tmp_path, fresh=True)
+        made.append(case)
+        return case
+
+    yield factory
+    for case in made:
+        case.close_all()
+        if case.server is not None:
+            case.server.cleanup()
+
+
+@pytest.fixture
 def election() -> str:
     """An election name no other test uses."""
     return f"test-{uuid.uuid4().hex[:12]}"

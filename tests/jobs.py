@@ -9,10 +9,10 @@ from leadercron.term import current_run
 
 
 def record(path: str, seconds: float = 0.0) -> None:
-    """Append ``identity scheduled_time term`` to ``path``; optionally take ``seconds``."""
+    """Append ``identity scheduled_time term start_time`` to ``path``; optionally take ``seconds``."""
     run = current_run()
     assert run is not None
-    line = f"{run.term.identity} {run.scheduled_time_text} {run.term.token}\n"
+    line = f"{run.term.identity} {run.scheduled_time_text} {run.term.token} {time.time():.6f}\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())

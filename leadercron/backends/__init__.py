@@ -79,7 +79,10 @@ def from_url(url: str) -> Backend:
         raise ConfigError(
             f"backend {url!r} is not a URL (expected e.g. file:///tmp/leadercron.lock)"
         )
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ConfigError(f"backend URL {redact_url(url)!r} is malformed: {exc}") from None
     if not scheme:
         raise ConfigError(f"backend URL {redact_url(url)!r} has no scheme")
     return backend_class(scheme).from_url(url)

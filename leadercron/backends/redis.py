@@ -1,31 +1,4 @@
-"""Redis backend: one master, or Redlock over several independent masters.
-
-URL::
-
-    redis://[user[:password]@]host[:port][/db][?option=value&...]
-    rediss://...                                  (TLS)
-    redis://[user[:password]@]h1:p1,h2:p2,h3:p3[/db]?mode=redlock
-
-Hosts are ``name``, ``name:port`` or ``[ipv6]:port``; the port defaults to 6379 and ``db`` to 0.
-Several hosts are only allowed with ``mode=redlock``; user, password, db and TLS settings then
-apply to every master.
-
-=============  ===============  =================================================================
-option         default          meaning
-=============  ===============  =================================================================
-prefix         ``leadercron:``  prefix of every key and channel (see below)
-timeout        ``5s``           connect and read timeout of every call to a master; a call that
-                                exceeds it raises ``BackendUnavailable``. In redlock mode keep it
-                                well below the ttl (a few hundred ms): a hung master costs it.
-mode           ``single``       ``single`` (one master) or ``redlock`` (N masters, quorum N/2+1)
-password_file  (none)           file holding the password (one line); the password may also come
-                                from the URL or the ``LEADERCRON_REDIS_PASSWORD`` environment
-                                variable (URL, then file, then environment; URL and file together
-                                are an error). It never appears in ``url``, ``repr`` or logs.
-ca_file        system CAs       ``rediss://`` only: CA bundle that verifies the server
-cert_file      (none)           ``rediss://`` only: client certificate (PEM) for mutual TLS
-key_file       in cert_file     ``rediss://`` only: the client certificate's private key
-=============  ===============  =================================================================
+"""Redis backend: one master, or Redlock over several. URL and options: :class:`RedisBackend`.
 
 Keys and channels of election ``E`` (``P`` = prefix):
 
@@ -40,11 +13,16 @@ Keys and channels of election ``E`` (``P`` = prefix):
     every term gets the next number. Needs a Redis that keeps it: persistence if tokens must
     survive a restart, and an eviction policy that spares keys without a TTL (``noeviction`` or
     ``volatile-*``).
+``P E:ledger`` — the run ledger (a sorted set)
+    One member per job id, scored with the fire (ms since the epoch) last claimed for it; the
+    claim script drops members older than ``LEDGER_RETENTION``.
 ``P E:released`` — a pub/sub channel
-    The release script publishes the released value on it. Waiters hold one ``PSUBSCRIBE P*``
-    connection per master and wake at once; they also read the key's ``PTTL`` (after
-    subscribing) and wake by that expiry at the latest, which catches a crashed holder and a
-    foreign holder that deletes the key without publishing. No server configuration is needed.
+    The release script publishes the released value on it. Waiters share one ``PSUBSCRIBE P*``
+    connection per master (read by a thread); once it is confirmed, a wait reads the key's value
+    and ``PTTL`` and wakes at once when that value's release is published (stale messages about
+    older terms are ignored), or by the key's expiry at the latest, which catches a crashed
+    holder and a foreign holder that deletes the key without publishing. No server
+    configuration is needed.
 
 The contract on one master:
 
@@ -55,6 +33,8 @@ The contract on one master:
 * ``release``: script ``if GET == value then DEL; PUBLISH``.
 * ``leader``: ``MGET key counter``.
 * ``wait_for_change``: pub/sub plus ``PTTL``, as above.
+* ``claim``: script ``if GET == value and ZSCORE(job) < fire then ZADD`` (and prune);
+  ``ledger``: ``ZRANGE ... WITHSCORES``.
 
 Redlock (``mode=redlock``, N masters, quorum ``N // 2 + 1``): every call runs the same scripts
 on all masters in parallel. A term is granted when ``SET NX`` succeeded on a quorum *and* its
@@ -64,8 +44,10 @@ keys then live until at least ``start + ttl - drift`` on this host's clock, so
 ``validate_timing`` requires ``renew_deadline <= ttl - drift``. A failed campaign deletes its
 partial keys. Losing is ``None`` only when enough masters refused that no quorum was possible;
 when too few masters answered (two of three down) the call raises ``BackendUnavailable``: a
-lease is never granted without a quorum. Renewal needs a quorum of successful ``PEXPIRE`` the
-same way.
+lease is never granted without a quorum. Renewal and claims need a quorum of successes the
+same way (two claims of one fire cannot both reach a quorum, and a fire marked on a quorum is
+refused by more than N - quorum masters afterwards); ``ledger`` reports, per job, the mark that
+enough of the answering masters carry to include a quorum.
 
 Redlock fencing token: each master's acquire script returns its own ``INCR``; the token is the
 largest among the winning quorum, and a second round raises the counter of those masters to
@@ -88,12 +70,13 @@ import contextlib
 import logging
 import math
 import os
+import random
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
@@ -104,6 +87,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from leadercron.backends.base import (
+    LEDGER_RETENTION,
     Backend,
     LeaderInfo,
     Lease,
@@ -149,6 +133,19 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+# Claim a job's fire: only for the live term, only if the fire is newer than the job's mark.
+_CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local mark = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if mark and tonumber(mark) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[4])
+return 1
 """
 # Redlock only: counter = max(counter, token).
 _RAISE = """
@@ -241,12 +238,12 @@ class _Listener:
         with self._cond:
             self._stop = True
 
-    def close(self) -> None:
+    def close(self) -> threading.Thread | None:
+        """Stop for good; return the thread to join, if any."""
         with self._cond:
             self._closed = self._stop = True
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=1.0)
+            self._cond.notify_all()
+            return self._thread
 
     def _run(self) -> None:
         error: BackendUnavailable | None = None
@@ -330,6 +327,7 @@ class _Master:
         self.renew = self.client.register_script(_RENEW)
         self.release = self.client.register_script(_RELEASE)
         self.raise_counter = self.client.register_script(_RAISE)
+        self.claim = self.client.register_script(_CLAIM)
         self.listener: _Listener | None = None
 
     def translate(self, exc: BaseException) -> BackendUnavailable:
@@ -343,9 +341,42 @@ class _Master:
 
 
 class RedisBackend(Backend):
-    """Elections in Redis, on one master or Redlock over several. See the module docstring."""
+    """Elections in Redis, on one master or Redlock over several masters.
+
+    URL::
+
+        redis://[user[:password]@]host[:port][/db][?option=value&...]
+        rediss://...                                       (TLS)
+        redis://[user[:password]@]h1:p1,h2:p2,h3:p3[/db]?mode=redlock
+
+    Hosts are ``name``, ``name:port`` or ``[ipv6]:port`` (port 6379 by default); ``db`` is 0 by
+    default. Several hosts need ``mode=redlock``; user, password, db and TLS settings then apply
+    to every master.
+
+    =============  ===============  ============================================================
+    option         default          meaning
+    =============  ===============  ============================================================
+    prefix         ``leadercron:``  prefix of every key and channel (see the module docstring)
+    timeout        ``5s``           connect and read timeout of every call to a master; a call
+                                    that exceeds it raises ``BackendUnavailable``. With Redlock
+                                    keep it well below the ttl: a hung master costs every call
+                                    that long.
+    mode           ``single``       ``single`` (one master) or ``redlock`` (N independent
+                                    masters, quorum N/2+1)
+    password_file  (none)           file holding the password. The password comes from the
+                                    URL, else this file, else the ``LEADERCRON_REDIS_PASSWORD``
+                                    environment variable (URL and file together: an error). It
+                                    never appears in ``url``, ``repr`` or logs.
+    ca_file        system CAs       ``rediss://`` only: CA bundle that verifies the server
+    cert_file      (none)           ``rediss://`` only: client certificate (PEM), mutual TLS
+    key_file       in cert_file     ``rediss://`` only: the client certificate's private key
+    =============  ===============  ============================================================
+
+    How each contract method maps onto Redis: see the module docstring.
+    """
 
     schemes = ("redis", "rediss")
+    supports_claims = True
 
     def __init__(
         self,
@@ -512,9 +543,9 @@ class RedisBackend(Backend):
             return [self._guard(m, fn) for m in targets]
         try:
             futures = [self._pool.submit(self._guard, m, fn) for m in targets]
-        except RuntimeError:  # the pool was shut down by close()
+            return [future.result() for future in futures]
+        except (RuntimeError, CancelledError):  # close() shut the pool down
             raise BackendUnavailable("redis backend is closed") from None
-        return [future.result() for future in futures]
 
     def _failure(self, results: Sequence[object]) -> BackendUnavailable:
         errors = [r for r in results if isinstance(r, BackendUnavailable)]
@@ -602,6 +633,41 @@ class RedisBackend(Backend):
         if sum(1 for r in results if isinstance(r, int)) < self.quorum:
             raise self._failure(results)
 
+    def claim(self, lease: Lease, job_id: str, fire: int) -> bool:
+        key = self._key(lease.election)
+        horizon = int((time.time() - LEDGER_RETENTION) * 1000)
+        args: list[str | int] = [str(lease.handle), job_id, fire, horizon]
+        results = self._each(lambda m: int(m.claim(keys=[key, f"{key}:ledger"], args=args)))
+        if sum(1 for r in results if r == 1) >= self.quorum:
+            return True
+        if sum(1 for r in results if r == 0) > len(self._masters) - self.quorum:
+            return False
+        raise self._failure(results)
+
+    def ledger(self, election: str) -> dict[str, int]:
+        ledger = f"{self._key(election)}:ledger"
+        results = self._each(
+            lambda m: cast(
+                "list[tuple[bytes, float]]", m.client.zrange(ledger, 0, -1, withscores=True)
+            )
+        )
+        answers = [r for r in results if isinstance(r, list)]
+        # A successful claim marked a quorum of masters, so at least ``rank`` of the masters that
+        # answered carry it: the rank-th largest mark is the job's mark (the only one on a
+        # single master).
+        rank = self.quorum - (len(results) - len(answers))
+        if rank < 1:
+            raise self._failure(results)
+        marks: dict[str, list[int]] = {}
+        for answer in answers:
+            for job, score in answer:
+                marks.setdefault(job.decode("utf-8", "replace"), []).append(int(score))
+        return {
+            job: sorted(found, reverse=True)[rank - 1]
+            for job, found in marks.items()
+            if len(found) >= rank
+        }
+
     def leader(self, election: str) -> LeaderInfo | None:
         key = self._key(election)
         results = self._each(
@@ -647,14 +713,26 @@ class RedisBackend(Backend):
                 return value, int(pttl)
 
             start = time.monotonic()
-            results = self._each(prepare)
+            try:
+                results = self._each(prepare)
+            except BackendUnavailable:
+                if self._closed:
+                    return
+                raise
             answers = [r for r in results if isinstance(r, tuple)]
             if len(answers) < self.quorum:
+                if self._closed:
+                    return
                 raise self._failure(results)
             with self._lock:
                 watch.arm({value for value, _ in answers if value is not None})
-            if sum(1 for _, pttl in answers if pttl == -2) >= self.quorum:
-                return  # nobody holds a quorum: campaign now
+            free = sum(1 for _, pttl in answers if pttl == -2)
+            if free >= self.quorum:  # nobody holds a quorum: campaign now
+                if self.redlock and free < len(answers):
+                    # Another campaign is under way on some masters: a random pause breaks
+                    # the symmetry of split votes (as redsync's retry delay does).
+                    watch.event.wait(random.uniform(0.0, 0.05))
+                return
             expiring = [pttl for _, pttl in answers if pttl >= 0]  # -1: no expiry (foreign)
             if expiring:
                 timeout = min(timeout, min(expiring) / 1000 + 0.002)
@@ -670,9 +748,10 @@ class RedisBackend(Backend):
             return
         self._closed = True
         self._on_lost()  # wake every pending wait at once
-        for master in self._masters:
-            if master.listener is not None:
-                master.listener.close()
+        threads = [m.listener.close() for m in self._masters if m.listener is not None]
+        for thread in threads:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=1.0)  # each notices the stop flag within _LISTEN_SLICE
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         for master in self._masters:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import signal
 import subprocess
 import time
@@ -13,95 +12,37 @@ import pytest
 
 from leadercron.backends.file import FileBackend
 from tests.conftest import PYTHON, wait_until
+from tests.e2e.harness import Replicas, fires_run_twice
 
 pytestmark = pytest.mark.slow
 
 TTL = 3.0
 
 
-class Replicas:
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
-        self.tmp = tmp_path
-        self.env = env
-        self.lock = tmp_path / "e2e.lock"
-        self.runs = tmp_path / "runs.txt"
-        self.config = tmp_path / "leadercron.yaml"
-        self.config.write_text(
-            f"""
-election:
-  name: e2e
-  backend: file://{self.lock}
-  ttl: {TTL}s
-  renew_deadline: 2s
-  retry_period: 500ms
-scheduler:
-  misfire_grace_time: 5s
-  grace_period: 5s
-jobs:
-  - id: tick
-    interval: 500ms
-    command: ["sh", "-c", "echo \\"$LEADERCRON_IDENTITY $LEADERCRON_SCHEDULED_TIME $LEADERCRON_TERM\\" >> {self.runs}"]
-  - id: pytick
-    interval: 1s
-    func: tests.jobs:record
-    args: ["{self.tmp / "pyruns.txt"}"]
-"""
-        )
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.backend = FileBackend(self.lock)
-
-    def start(self, identity: str) -> None:
-        log = open(self.tmp / f"{identity}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.procs[identity] = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "leadercron",
-                "run",
-                "--config",
-                str(self.config),
-                "--identity",
-                identity,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-        )
-
-    def leader(self) -> str | None:
-        info = self.backend.leader("e2e")
-        return None if info is None else info.identity
-
-    def run_lines(self, path: Path | None = None) -> list[tuple[str, str, int]]:
-        path = path or self.runs
-        if not path.exists():
-            return []
-        rows = []
-        for line in path.read_text().splitlines():
-            identity, scheduled, term = line.split()
-            rows.append((identity, scheduled, int(term)))
-        return rows
-
-    def log(self, identity: str) -> str:
-        return (self.tmp / f"{identity}.log").read_text(errors="replace")
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def replicas(tmp_path: Path, python_env: dict[str, str]) -> Iterator[Replicas]:
-    r = Replicas(tmp_path, python_env)
+    cmd_runs = tmp_path / "cmdruns.txt"
+    line = "$LEADERCRON_IDENTITY $LEADERCRON_SCHEDULED_TIME $LEADERCRON_TERM $(date +%s.%N)"
+    r = Replicas(
+        tmp_path,
+        python_env,
+        f"file://{tmp_path / 'e2e.lock'}",
+        election="e2e",
+        ttl=TTL,
+        renew_deadline=2.0,
+        retry_period=0.5,
+        interval="500ms",
+        extra_jobs=f"""  - id: cmd
+    interval: 1s
+    command: ["sh", "-c", "echo \\"{line}\\" >> {cmd_runs}"]
+""",
+    )
     yield r
     r.stop_all()
 
 
-def assert_no_fire_twice(rows: list[tuple[str, str, int]]) -> None:
-    counts = collections.Counter(scheduled for _, scheduled, _ in rows)
-    twice = {s: n for s, n in counts.items() if n > 1}
+def assert_no_fire_twice(rows: list[tuple[str, str, int, float]]) -> None:
+    twice = fires_run_twice(rows)
     assert not twice, f"scheduled times run more than once: {twice}"
 
 
@@ -111,9 +52,9 @@ def test_one_leader_failover_and_handover(replicas: Replicas) -> None:
     assert wait_until(lambda: replicas.leader() is not None, 15)
     first = replicas.leader()
     assert first is not None
-    assert wait_until(lambda: len(replicas.run_lines()) >= 6, 15)
+    assert wait_until(lambda: len(replicas.rows()) >= 6, 15)
     time.sleep(1.0)
-    assert {identity for identity, _, _ in replicas.run_lines()} == {first}
+    assert {identity for identity, _, _, _ in replicas.rows()} == {first}
 
     # kill -9 the leader: another replica leads within ttl + 1s.
     replicas.procs[first].kill()
@@ -123,7 +64,7 @@ def test_one_leader_failover_and_handover(replicas: Replicas) -> None:
     second = replicas.leader()
     assert second is not None
     assert crash_takeover < TTL + 1.0
-    assert wait_until(lambda: any(i == second for i, _, _ in replicas.run_lines()), 10)
+    assert wait_until(lambda: any(i == second for i, _, _, _ in replicas.rows()), 10)
 
     # SIGTERM the new leader: the last replica leads within 1s.
     replicas.procs[second].send_signal(signal.SIGTERM)
@@ -135,14 +76,14 @@ def test_one_leader_failover_and_handover(replicas: Replicas) -> None:
     third = replicas.leader()
     assert handover < 1.0
     assert replicas.procs[second].wait(timeout=10) == 0
-    assert wait_until(lambda: any(i == third for i, _, _ in replicas.run_lines()), 10)
+    assert wait_until(lambda: any(i == third for i, _, _, _ in replicas.rows()), 10)
     time.sleep(1.5)
 
-    rows = replicas.run_lines()
+    rows = replicas.rows()
     assert_no_fire_twice(rows)
-    assert_no_fire_twice(replicas.run_lines(replicas.tmp / "pyruns.txt"))
+    assert_no_fire_twice(replicas.rows(replicas.tmp / "cmdruns.txt"))
     # Terms strictly increase from one leader to the next.
-    terms = {identity: term for identity, _, term in rows}
+    terms = {identity: term for identity, _, term, _ in rows}
     assert terms[first] < terms[second] < terms[third]
     # Every line the replicas logged about leadership names identity, election, term, reason.
     transitions = [
