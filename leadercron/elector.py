@@ -181,6 +181,16 @@ class Elector:
         term = self.term()
         return term is not None and term.token == token
 
+    @property
+    def alive(self) -> bool:
+        """Whether the elector loop is running (started and not yet stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def deadline(self) -> float | None:
+        """The current term's local deadline on :attr:`clock`, or ``None`` between terms."""
+        lead = self._lead
+        return None if lead is None else lead[1]
+
     def remaining(self) -> float:
         """Seconds until the local deadline (0 when not leading)."""
         lead = self._lead

@@ -300,7 +300,16 @@ class LeaderScheduler(Listener):
     def _before(
         self, job: Job, alias: str, run_time: datetime, events: list[JobExecutionEvent]
     ) -> Run | None:
-        """Misfire and leadership checks for one fire; returns the admitted Run or None."""
+        """Leadership, lateness and the claim for one fire; returns the admitted Run or None."""
+        if not self._accepting or self.elector.term() is None:
+            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
+            log.info(
+                "skipped job=%s scheduled=%s: not leading at that instant",
+                job.id,
+                format_time(run_time),
+            )
+            self._record(job.id, "skipped", 0.0)
+            return None
         if job.misfire_grace_time is not None:
             late = datetime.now(UTC) - run_time
             if late > timedelta(seconds=job.misfire_grace_time):

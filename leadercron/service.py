@@ -18,6 +18,8 @@ from leadercron.backends import Backend, from_url
 from leadercron.command import run_command
 from leadercron.config import Config, JobConfig, resolve_jobs
 from leadercron.elector import Elector
+from leadercron.http import HttpServer
+from leadercron.metrics import Metrics
 from leadercron.scheduler import LeaderScheduler
 
 log = logging.getLogger("leadercron.service")
@@ -68,6 +70,20 @@ class Service:
         )
         for job in config.jobs:
             self._add(job)
+        self.metrics = Metrics(
+            self.elector,
+            jobs=[job.id for job in config.jobs],
+        )
+        self.elector.subscribe(self.metrics)
+        self.leader_scheduler.observe(self.metrics.observe_job)
+        self.http: HttpServer | None = None
+        if config.http.listen:
+            self.http = HttpServer(
+                config.http.listen,
+                elector=self.elector,
+                metrics=self.metrics,
+                scheduler=self.leader_scheduler,
+            )
         self._stop = threading.Event()
         self._signals = 0
 
@@ -85,7 +101,19 @@ class Service:
             self.scheduler.add_job(func, trigger, args=job.args, kwargs=job.kwargs, **options)
 
     def start(self) -> None:
-        self.leader_scheduler.start()
+        """Start the HTTP listener (if configured), then campaign and schedule.
+
+        A listener that cannot bind raises a one-line ConfigError before anything else starts.
+        """
+        if self.http is not None:
+            self.http.start()
+        try:
+            self.metrics.campaigning()
+            self.leader_scheduler.start()
+        except BaseException:
+            if self.http is not None:
+                self.http.stop()
+            raise
 
     def stop(self) -> None:
         """Ask :meth:`serve` to shut down gracefully (thread-safe)."""
@@ -122,8 +150,12 @@ class Service:
 
     def shutdown(self) -> None:
         grace = self.config.scheduler.grace_period
-        finished = self.leader_scheduler.shutdown(grace)
-        self.backend.close()
+        try:
+            finished = self.leader_scheduler.shutdown(grace)
+            self.backend.close()
+        finally:
+            if self.http is not None:
+                self.http.stop()
         log.info(
             "stopped identity=%s election=%s jobs_finished=%s",
             self.config.election.identity,
