@@ -25,7 +25,8 @@ verify           ``true``    ``consuls://`` only: ``false`` skips server certifi
 
 Without ``token_file``/``token``, the ACL token comes from ``LEADERCRON_CONSUL_TOKEN``, else from
 ``CONSUL_HTTP_TOKEN``. It is sent in the ``X-Consul-Token`` header only, never logged, and masked
-in :attr:`url`. Other ``CONSUL_HTTP_*`` variables are ignored: the URL says everything.
+in :attr:`url`. Other ``CONSUL_HTTP_*`` variables, proxy and CA-bundle variables and ``.netrc``
+are ignored: the URL says everything.
 
 Mapping of the contract:
 
@@ -52,6 +53,14 @@ Mapping of the contract:
     condition that :meth:`close` also signals, so it returns at once on close; the helper thread
     ends with its current query (at most 5 s later). If the key is free but the last acquire met
     a lock-delay, Consul announces nothing when the delay ends, so the wait lasts at most 1 s.
+``claim`` / ``ledger``
+    One transaction per claim (``check-session`` on the election's key, then ``cas`` on the job's
+    ledger key); the ledger lives under ``PREFIX/N.leadercron-ledger/``, beside the election's
+    folder ``PREFIX/N/`` that ``consul lock`` owns. See :class:`ConsulBackend`.
+``set_alarm``
+    While this instance leads, a blocking query on the election's key raises the alarm as soon
+    as the key's ``Session`` is no longer the term's (session expired, destroyed, node check
+    failed, key deleted) or the query fails.
 
 Fencing token: the key's ``ModifyIndex`` written by the lock operation, i.e. the Raft index of
 the acquisition. It strictly increases across every term of every election of the cluster, also
@@ -78,12 +87,14 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 import consul
 import requests
 from consul.exceptions import ACLDisabled, ACLPermissionDenied, ConsulException, NotFound
 
 from leadercron.backends.base import (
+    LEDGER_RETENTION,
     Backend,
     LeaderInfo,
     Lease,
@@ -97,6 +108,9 @@ from leadercron.errors import BackendAuthError, BackendError, BackendUnavailable
 
 #: ``Flags`` of a lock key, as ``consul lock`` (Go ``api.LockFlagValue``) writes and checks them.
 LOCK_FLAGS = 0x2DDCCBC058A50C18
+
+#: Appended to ``PREFIX/N`` to name the folder of election ``N``'s claim ledger.
+LEDGER_SUFFIX = ".leadercron-ledger"
 
 _OPTIONS = {
     "timeout",
@@ -123,6 +137,9 @@ _CLIENT_ERRORS = (
 )
 _WAIT_STEP = 5.0  # longest single blocking query of a watcher thread
 _LOCK_DELAY_RETRY = 1.0  # how long a wait lasts while a lock-delay keeps a free key locked
+_CLAIM_ATTEMPTS = 16  # compare-and-set rounds before a claim gives up (BackendUnavailable)
+_COMPACT_EVERY = 3600.0  # seconds between two compactions of an election's ledger, per instance
+_COMPACT_BATCH = 32  # stale entries deleted by one claim (Consul allows 64 operations per txn)
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -153,10 +170,57 @@ class _Watch:
     error: BackendError | None = None
 
 
+@dataclass
+class _Guard:
+    """The alarm's blocking query on the key of a term this instance holds."""
+
+    key: str
+    session: str
+    index: int
+    stopped: bool = False
+
+
 class ConsulBackend(Backend):
-    """Elections on Consul sessions and KV locks. See the module docstring."""
+    """Elections on Consul sessions and KV locks. See the module docstring.
+
+    Fenced claims (:meth:`claim`, :meth:`ledger`):
+
+    Ledger layout
+        Job ``J`` of election ``N`` has one key, ``PREFIX/N.leadercron-ledger/<J>``, whose value
+        is its mark in decimal ASCII (ms since the epoch), e.g. ``1718000000000``. ``<J>`` is the
+        job id percent-encoded into one segment (``/`` becomes ``%2F``, a leading ``.`` becomes
+        ``%2E``; letters, digits and ``-_.~`` stay), so :meth:`ledger` lists the folder and
+        decodes the ids back. The folder sits *beside* ``PREFIX/N/``, not in it: ``consul lock
+        PREFIX/N`` owns ``PREFIX/N/.lock`` (and deletes it on exit; in semaphore mode it keeps
+        contender keys ``PREFIX/N/<session>`` and lists the whole folder), and people clear a
+        stuck lock with ``consul kv delete -recurse PREFIX/N/``. Neither sees or touches the
+        ledger; a ledger key never ends in ``/.lock``. (So an election named
+        ``N.leadercron-ledger`` would share its folder with the ledger of ``N``: don't.)
+    Atomic step
+        One ``PUT /v1/txn`` with ``check-session`` on ``PREFIX/N/.lock`` and the lease's
+        session — a session holds one term only, so that is "the very same term" — and ``cas``
+        on the job's key with the ``ModifyIndex`` read just before (``Index`` 0, i.e. only if
+        the key does not exist, for a first claim). Consul applies all of it or nothing. The
+        mark is read first (one ``GET``): a fire not above it returns ``False`` at once. A
+        refused transaction names the operations that failed: the session check means the term
+        is over (``False``); only the ``cas`` means another claim moved the mark in between,
+        so the claim reads again and retries while ``fire`` is still above the mark (at most
+        16 rounds, then ``BackendUnavailable``). A ``Permission denied`` on any operation
+        raises ``BackendAuthError``, never ``False``.
+    Retention
+        Consul KV keys have no TTL (a session's ``delete`` behavior ties a key to a session,
+        not to its age), so claims compact: the first claim for an election on this instance,
+        then one per hour, reads the whole ledger folder and adds to its transaction a
+        ``delete-cas`` for every entry whose mark is older than :data:`LEDGER_RETENTION` before
+        ``min(now, fire)`` (at most 32 per transaction; the next claim goes on while more
+        remain). The deletes are fenced with the claim: a deposed term deletes nothing, and an
+        entry claimed again in between is not deleted (its ``ModifyIndex`` moved; the claim
+        reads again). Values that are not a mark are left alone. The ledger keeps one key per
+        job, and jobs that stopped firing vanish a week later.
+    """
 
     schemes = ("consul", "consuls")
+    supports_claims = True
 
     def __init__(
         self,
@@ -179,6 +243,7 @@ class ConsulBackend(Backend):
         self.lock_delay = lock_delay
         self.session_ttl_min = session_ttl_min
         scheme = "https" if https else "http"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6
         self.url = redact_url(url or f"consul{'s' if https else ''}://{host}:{port}/{self.prefix}")
         self._where = f"{scheme}://{host}:{port}"
         self._client = consul.Consul(
@@ -191,11 +256,15 @@ class ConsulBackend(Backend):
             connections_timeout=timeout,
         )
         self._client.token = token  # py-consul would prefer CONSUL_HTTP_TOKEN over an argument
+        # No proxies, CA bundles or .netrc from the environment: the URL says everything.
+        self._client.http.session.trust_env = False
         self._dc_params = [("dc", dc)] if dc else []
         self._notifier = Notifier()
         self._mutex = threading.Lock()
         self._spare: _Spare | None = None
         self._delayed: set[str] = set()  # elections whose last acquire met a lock-delay
+        self._compacted: dict[str, float] = {}  # election -> monotonic time of its last compaction
+        self._guards: dict[str, _Guard] = {}  # session -> alarm query on the key it holds
         self._closed = False
 
     @classmethod
@@ -283,6 +352,18 @@ class ConsulBackend(Backend):
         parts = [part for part in f"{self.prefix}/{election}".split("/") if part]
         return "/".join([*parts, ".lock"])
 
+    def _ledger_folder(self, election: str) -> str:
+        """``PREFIX/N.leadercron-ledger/``: next to the election's folder ``PREFIX/N/``."""
+        parts = [part for part in f"{self.prefix}/{election}".split("/") if part]
+        return "/".join(parts) + LEDGER_SUFFIX + "/"
+
+    @staticmethod
+    def _job_segment(job_id: str) -> str:
+        """The last segment of a job's ledger key: the job id percent-encoded, ``/`` included,
+        and a leading ``.`` too, so that no ledger key is ever ``.../.lock``, ``.`` or ``..``."""
+        segment = quote(job_id, safe="")
+        return "%2E" + segment[1:] if segment.startswith(".") else segment
+
     def _error(self, what: str, exc: Exception) -> BackendError:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, ACLPermissionDenied | ACLDisabled):
@@ -349,23 +430,31 @@ class ConsulBackend(Backend):
             return spare.session
         return self._create_session(identity, ttl)
 
-    def _lock(self, key: str, session: str, identity: str) -> tuple[int | None, str]:
-        """Lock ``key`` for ``session`` in a transaction: (ModifyIndex or None, refusal reason)."""
-        operation = {
-            "Verb": "lock",
-            "Key": key,
-            "Value": base64.b64encode(identity.encode()).decode(),
-            "Flags": LOCK_FLAGS,
-            "Session": session,
-        }
+    def _txn(self, operations: list[dict[str, Any]], what: str) -> tuple[int, Any]:
+        """``PUT /v1/txn`` with KV ``operations``: (200 or 409, decoded answer)."""
         try:
             code, answer = self._client.http.put(
                 _txn_answer,
                 "/v1/txn",
                 params=self._dc_params,
-                data=json.dumps([{"KV": operation}]),
+                data=json.dumps([{"KV": operation} for operation in operations]),
                 headers=self._client.prepare_headers(),
             )
+        except _CLIENT_ERRORS as exc:
+            raise self._error(what, exc) from exc
+        return int(code), answer
+
+    def _lock(self, key: str, session: str, identity: str) -> tuple[int | None, str]:
+        """Lock ``key`` for ``session`` in a transaction: (ModifyIndex or None, refusal reason)."""
+        operation = {
+            "Verb": "lock",
+            "Key": key,
+            "Value": _b64(identity),
+            "Flags": LOCK_FLAGS,
+            "Session": session,
+        }
+        code, answer = self._txn([operation], f"lock {key}")
+        try:
             if code == 200:
                 return int(answer["Results"][0]["KV"]["ModifyIndex"]), ""
             return None, "; ".join(str(error.get("What", "")) for error in answer["Errors"] or [])
@@ -381,7 +470,9 @@ class ConsulBackend(Backend):
             token, reason = self._lock(key, session, identity)
             if token is not None:
                 self._delayed.discard(election)
-                return Lease(election, identity, token, ttl, handle=session)
+                lease = Lease(election, identity, token, ttl, handle=session)
+                self._guard(lease)
+                return lease
             if "invalid session" in reason:
                 continue  # destroyed behind our back since the renew: make another one
             with self._mutex:
@@ -400,16 +491,20 @@ class ConsulBackend(Backend):
     def renew(self, lease: Lease) -> Lease | None:
         session: str = lease.handle
         if not self._session_alive(session):
+            self._unguard(session)
             return None
         _, entry = self._get(self._key(lease.election))
         if entry is None or entry.get("Session") != session:
+            self._unguard(session)
             self._destroy_quietly(session)
             return None
+        self._guard(lease)  # again, if an outage ended the previous one
         return lease
 
     def release(self, lease: Lease) -> None:
         session: str = lease.handle
         key = self._key(lease.election)
+        self._unguard(session)  # an orderly end raises no alarm
         try:
             # Flags must be repeated: a release writes them, and consul lock checks them.
             self._client.kv.put(key, "", release=session, flags=LOCK_FLAGS)
@@ -418,6 +513,131 @@ class ConsulBackend(Backend):
             raise self._error(f"release {key}", exc) from exc
         finally:
             self._notifier.bump()
+
+    def claim(self, lease: Lease, job_id: str, fire: int) -> bool:
+        election = lease.election
+        folder = self._ledger_folder(election)
+        key = folder + self._job_segment(job_id)
+        check_term = {"Verb": "check-session", "Key": self._key(election), "Session": lease.handle}
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            compact = self._compaction_due(election)
+            if compact:
+                entries = self._ledger_entries(folder)
+                entry = entries.get(key)
+            else:
+                _, entry = self._get(key)
+            mark = None if entry is None else _mark(entry)
+            if mark is not None and fire <= mark:
+                return False
+            if entry is not None and mark is None:
+                raise BackendUnavailable(
+                    f"consul at {self._where}: ledger entry {key} holds "
+                    f"{entry.get('Value')!r}, not a fire time in ms"
+                )
+            index = 0 if entry is None else int(entry["ModifyIndex"])  # 0: only if absent
+            operations = [
+                check_term,
+                {"Verb": "cas", "Key": key, "Value": _b64(str(fire)), "Index": index},
+            ]
+            stale: list[dict[str, Any]] = []
+            if compact:
+                horizon = min(time.time() * 1000, fire) - LEDGER_RETENTION * 1000
+                stale = [
+                    other
+                    for other_key, other in entries.items()
+                    if other_key != key and (old := _mark(other)) is not None and old < horizon
+                ]
+                operations += [
+                    {"Verb": "delete-cas", "Key": other["Key"], "Index": other["ModifyIndex"]}
+                    for other in stale[:_COMPACT_BATCH]
+                ]
+            code, answer = self._txn(operations, f"claim {key}")
+            if code == 200:
+                if compact and len(stale) <= _COMPACT_BATCH:
+                    with self._mutex:
+                        self._compacted[election] = time.monotonic()
+                return True
+            try:
+                errors = answer["Errors"] or []
+                failed = {int(error["OpIndex"]) for error in errors}
+                reasons = "; ".join(str(error.get("What", "")) for error in errors)
+            except _CLIENT_ERRORS as exc:
+                raise self._error(f"claim {key}", exc) from exc
+            # Only the start of a message: the others quote key names, which may say anything.
+            if any(str(e.get("What", "")).startswith(("Permission denied", "ACL")) for e in errors):
+                raise BackendAuthError(f"consul at {self._where} refused the ACL token: {reasons}")
+            if not failed:
+                raise BackendUnavailable(f"consul at {self._where}: claim {key} failed: {reasons}")
+            if 0 in failed:
+                return False  # the lock key is no longer held by this term's session
+            # The mark (or a stale entry) changed since we read it: read again.
+        raise BackendUnavailable(
+            f"consul at {self._where}: claim {key} lost {_CLAIM_ATTEMPTS} compare-and-set races"
+        )
+
+    def ledger(self, election: str) -> dict[str, int]:
+        folder = self._ledger_folder(election)
+        marks: dict[str, int] = {}
+        for key, entry in self._ledger_entries(folder).items():
+            segment = key[len(folder) :]
+            mark = _mark(entry)
+            if "/" not in segment and mark is not None:
+                marks[unquote(segment)] = mark
+        return marks
+
+    def _ledger_entries(self, folder: str) -> dict[str, dict[str, Any]]:
+        """Every key under ``folder`` (a recursive read): key -> entry."""
+        try:
+            _, entries = self._client.kv.get(folder, recurse=True)
+            return {str(entry["Key"]): entry for entry in entries or []}
+        except _CLIENT_ERRORS as exc:
+            raise self._error(f"read {folder}", exc) from exc
+
+    def _compaction_due(self, election: str) -> bool:
+        with self._mutex:
+            last = self._compacted.get(election)
+        return last is None or time.monotonic() - last >= _COMPACT_EVERY
+
+    # -- the alarm: a blocking query on the key of the term we hold -----------------------------
+
+    def _guard(self, lease: Lease) -> None:
+        """Watch the key of ``lease`` until it leaves our session (then alarm) or we stop."""
+        if getattr(self, "_alarm_callback", None) is None or self._closed:
+            return
+        session: str = lease.handle
+        with self._mutex:
+            if session in self._guards:
+                return
+            guard = self._guards[session] = _Guard(self._key(lease.election), session, lease.token)
+        threading.Thread(
+            target=self._run_guard, args=(guard,), name="leadercron-consul-alarm", daemon=True
+        ).start()
+
+    def _unguard(self, session: str) -> None:
+        with self._mutex:
+            guard = self._guards.pop(session, None)
+        if guard is not None:
+            guard.stopped = True
+
+    def _run_guard(self, guard: _Guard) -> None:
+        reason = ""
+        while not guard.stopped and not self._closed:
+            try:
+                index, entry = self._get(guard.key, guard.index, _WAIT_STEP)
+            except BackendError as exc:
+                reason = f"the blocking query on it failed: {exc}"
+                break
+            # Consul's rule for blocking queries: start over if the index goes backwards.
+            guard.index = index if index >= guard.index else 0
+            holder = (entry.get("Session") or None) if entry else None
+            if holder != guard.session:
+                reason = "another session holds it" if holder else "our session no longer holds it"
+                break
+        with self._mutex:
+            if self._guards.get(guard.session) is guard:
+                del self._guards[guard.session]
+        if reason and not guard.stopped and not self._closed:
+            self._alarm(f"consul: the term on {guard.key} is in doubt: {reason}")
 
     def leader(self, election: str) -> LeaderInfo | None:
         _, entry = self._get(self._key(election))
@@ -493,8 +713,25 @@ class ConsulBackend(Backend):
 
     def close(self) -> None:
         self._closed = True
+        with self._mutex:
+            guards, self._guards = list(self._guards.values()), {}
+        for guard in guards:
+            guard.stopped = True
         self._notifier.bump()
         self._client.http.session.close()  # idle connections; a watcher's query ends by itself
+
+
+def _b64(text: str) -> str:
+    """A KV value as ``/v1/txn`` wants it."""
+    return base64.b64encode(text.encode()).decode()
+
+
+def _mark(entry: dict[str, Any]) -> int | None:
+    """The fire time a ledger entry holds (its value, decimal ms), or ``None`` if it holds none."""
+    value = entry.get("Value")  # py-consul decodes the base64 of a read
+    if not isinstance(value, bytes) or not value.isdigit():
+        return None
+    return int(value)
 
 
 def _session_id(response: Any) -> str:
