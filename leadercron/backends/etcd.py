@@ -8,7 +8,7 @@ through ``etcd3gw``'s HTTP session.
 =============  =======  ========================================================================
 option         default  meaning
 =============  =======  ========================================================================
-timeout        ``5s``   timeout of each request (connect, and wait for the answer)
+timeout        ``5s``   timeout of each request (to connect, and to wait for the answer)
 user           none     user name for etcd's auth, instead of the URL's ``user@``
 password_file  none     file whose content (stripped) is the user's password, read at each
                         authentication; else the URL's password; else ``$LEADERCRON_ETCD_PASSWORD``
@@ -47,6 +47,11 @@ The contract on etcd:
 ``set_alarm``
     While leading, a watch on the candidate's own key raises the alarm when the key is deleted or
     the watch breaks.
+``close``
+    Cuts the watches and revokes this instance's leases, as Go's ``Session.Close`` does.
+``claim`` / ``ledger``
+    One transaction per claim; the ledger lives under ``P/N.leadercron-ledger/``, outside the
+    election's prefix. See :class:`EtcdBackend`.
 
 Leases are whole seconds: a term lasts from ``ttl`` up to ``ceil(ttl)`` plus etcd's expiry scan
 (0.5 s) after etcd received the request. etcd raises every lease to its minimum TTL
@@ -76,6 +81,7 @@ from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 
 from leadercron.backends.base import (
+    LEDGER_RETENTION,
     Backend,
     LeaderInfo,
     Lease,
@@ -94,6 +100,11 @@ _ENDPOINT = re.compile(
 )
 _TOKEN_REJECTED = ("invalid auth token", "user name is empty", "auth store is old")
 _AUTH_REFUSED = ("authentication failed", "permission denied")
+#: Appended to ``P/N`` to name the election's ledger prefix ``P/N.leadercron-ledger/``.
+LEDGER_SUFFIX = ".leadercron-ledger/"
+#: Marks are stored as zero-padded decimals of this width, so etcd's byte-wise ``VALUE LESS``
+#: compare orders them as numbers.
+_MARK_DIGITS = 20
 
 
 def _b64(data: bytes) -> str:
@@ -159,9 +170,57 @@ class _Watch:
 
 
 class EtcdBackend(Backend):
-    """Elections kept in etcd, as ``etcdctl elect`` keeps them. See the module docstring."""
+    """Elections kept in etcd, as ``etcdctl elect`` keeps them. See the module docstring.
+
+    **Fenced claims.** The ledger of election ``N`` (URL path ``P``) is one key per job,
+    ``P/N.leadercron-ledger/<job id>`` (``N.leadercron-ledger/<job id>`` without a path), whose
+    value is the job's mark (the last fire claimed, in ms since the epoch) as a 20-digit
+    zero-padded decimal. Because ``.`` sorts before ``/``, that prefix lies outside the range
+    ``P/N/`` .. ``P/N0`` that ``etcdctl elect``, Go's ``concurrency.Election`` and this backend
+    treat as the line of candidates: ledger keys never become candidates and never lead. (So do
+    not also name an election ``N.leadercron-ledger``.)
+
+    :meth:`claim` is a single etcd transaction, evaluated by etcd at one revision::
+
+        if   create_revision(K) == token and lease(K) == lease id and create_revision(L) == 0
+        then put(L, fire, ledger lease)
+        else txn(if   create_revision(K) == token and lease(K) == lease id and value(L) < fire
+                 then put(L, fire, ledger lease))
+
+    where ``K`` is this candidate's key ``P/N/<lease id hex>`` and ``L`` the job's ledger key.
+    The outer branch creates a job's first mark, the nested one raises an existing mark; both
+    carry the same term check, so the whole claim is one compare-and-set on the term *and* the
+    mark. Why "``K`` still exists with the term's create revision" means "this term still
+    leads": :meth:`acquire` granted the term only after one transaction saw ``K`` as the key with
+    the lowest create revision under ``P/N/``. etcd's revisions only grow, so every key created
+    since has a greater create revision than ``K``, and no key can ever again appear below it; a
+    key deleted and put again gets a new create revision. So as long as ``K`` exists with that
+    very create revision (and is still attached to this session's lease), it is the lowest key
+    under the prefix: the leader for this backend, ``etcdctl elect`` and Go alike. Any successor
+    leads only at a revision after ``K``'s deletion (a release, an expired or revoked lease, an
+    ``etcdctl del``), so every claim of a deposed term is refused by etcd itself, whatever the
+    deposed process believes, and etcd's single order of revisions serializes claims across
+    terms. A term whose lease has expired in etcd's clock but whose revoke etcd has not yet
+    committed still leads in etcd (nobody else can lead before that delete): its claims are
+    still fenced correctly. A ``fire`` outside ``0 .. 10**20 - 1`` is refused (``False``)
+    without asking etcd.
+
+    **Retention.** Ledger keys are attached to a *ledger lease* of ``2 x LEDGER_RETENTION``
+    (14 days), shared by the election's ledger keys and never kept alive. A claim attaches its
+    key only to a ledger lease with at least ``1.5 x LEDGER_RETENTION`` left; an older one is
+    replaced by the lease of the newest ledger key if that has enough time left (so replicas
+    and restarts share leases), else by a new grant. A job's mark therefore lives at least
+    ``1.5 x LEDGER_RETENTION`` after its last claim, and a job that is no longer claimed
+    disappears from the ledger at most ``2 x LEDGER_RETENTION`` later (longer only if etcd
+    renews the lease on a restart or leader change). The ledger holds one key per job, and an
+    election has a handful of ledger leases at a time (a new one every half retention).
+    :meth:`close` never revokes a ledger lease. Every claim is a new revision of a ledger key;
+    old revisions are removed by etcd's usual compaction (``--auto-compaction-retention``),
+    which leadercron neither needs nor does itself: claims compare only the current value.
+    """
 
     schemes = ("etcd", "etcds")
+    supports_claims = True
 
     def __init__(
         self,
@@ -203,6 +262,9 @@ class EtcdBackend(Backend):
         self._lock = threading.Lock()
         self._campaigns: dict[str, _Campaign] = {}
         self._watches: set[_Watch] = set()
+        self._ledger_lock = threading.Lock()
+        # election -> (ledger lease id, time.monotonic() by which etcd expires it at the earliest)
+        self._ledger_leases: dict[str, tuple[int, float]] = {}
         self._closed = False
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in endpoints)
         self.url = redact_url(url or f"{'etcds' if tls else 'etcd'}://{hosts}/{path}")
@@ -285,6 +347,11 @@ class EtcdBackend(Backend):
 
     def _prefix(self, election: str) -> bytes:
         return (f"{self.path}/{election}/" if self.path else f"{election}/").encode()
+
+    def _ledger_prefix(self, election: str) -> bytes:
+        """``P/N.leadercron-ledger/``: beside the election's prefix ``P/N/``, not under it."""
+        name = f"{self.path}/{election}" if self.path else election
+        return (name + LEDGER_SUFFIX).encode()
 
     @staticmethod
     def _range_end(prefix: bytes) -> bytes:
@@ -397,14 +464,18 @@ class EtcdBackend(Backend):
     @contextmanager
     def _serial(self) -> Iterator[None]:
         """One state-changing call at a time; a hung one makes the next fail, not queue."""
-        if self._closed:
-            raise BackendUnavailable("the etcd backend is closed")
+        self._check_open()
         if not self._serial_lock.acquire(timeout=self.timeout):
             raise BackendUnavailable("a previous call to etcd is still in flight")
         try:
-            yield
+            with _answers():
+                yield
         finally:
             self._serial_lock.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendUnavailable("the etcd backend is closed")
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -493,25 +564,104 @@ class EtcdBackend(Backend):
             if exc.code != 5:  # NotFound: already expired or revoked
                 raise
 
+    def claim(self, lease: Lease, job_id: str, fire: int) -> bool:
+        camp: _Campaign = lease.handle
+        self._check_open()
+        if not 0 <= fire < 10**_MARK_DIGITS:
+            return False  # not a fire any ledger keeps (and not one the mark encoding orders)
+        key = _b64(self._ledger_prefix(lease.election) + job_id.encode())
+        mark = _b64(f"{fire:0{_MARK_DIGITS}d}".encode())
+        term = [
+            {"key": _b64(camp.key), "target": "CREATE", "result": "EQUAL",
+             "create_revision": str(lease.token)},
+            {"key": _b64(camp.key), "target": "LEASE", "result": "EQUAL",
+             "lease": str(camp.lease_id)},
+        ]  # fmt: skip
+        first = {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+        higher = {"key": key, "target": "VALUE", "result": "LESS", "value": mark}
+        with _answers():
+            for attempt in range(2):
+                ledger_lease = self._ledger_lease(lease.election)
+                put = {"request_put": {"key": key, "value": mark, "lease": str(ledger_lease)}}
+                raise_mark = {"compare": [*term, higher], "success": [put], "failure": []}
+                try:
+                    answer = self._txn([*term, first], [put], [{"request_txn": raise_mark}])
+                except _EtcdError as exc:
+                    # NotFound: the ledger lease is gone (revoked by hand). etcd checks leases
+                    # before it applies anything, so the claim changed nothing: retry once.
+                    if exc.code != 5 or attempt:
+                        raise
+                    self._drop_ledger_lease(lease.election, ledger_lease)
+                    continue
+                if answer.get("succeeded"):
+                    return True
+                return bool(answer["responses"][0]["response_txn"].get("succeeded"))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ledger_lease(self, election: str) -> int:
+        """A ledger lease with at least 1.5 x LEDGER_RETENTION left (see the class docstring)."""
+        wanted = 1.5 * LEDGER_RETENTION
+        with self._ledger_lock:
+            held = self._ledger_leases.get(election)
+            if held is not None and held[1] - time.monotonic() >= wanted:
+                return held[0]
+            # The newest ledger key's lease, if another replica or an earlier run granted one.
+            prefix = self._ledger_prefix(election)
+            newest = {
+                "key": _b64(prefix), "range_end": _b64(self._range_end(prefix)),
+                "sort_order": "DESCEND", "sort_target": "MOD", "limit": "1", "keys_only": True,
+            }  # fmt: skip
+            kvs = self._call("/kv/range", newest).get("kvs", [])
+            found = int(kvs[0].get("lease", 0)) if kvs else 0
+            if found and found != (held[0] if held else 0):
+                sent = time.monotonic()
+                left = int(self._call("/lease/timetolive", {"ID": str(found)}).get("TTL", -1))
+                if left >= wanted:
+                    self._ledger_leases[election] = (found, sent + left)
+                    return found
+            sent = time.monotonic()
+            ttl = max(1, math.ceil(2 * LEDGER_RETENTION))
+            answer = self._call("/lease/grant", {"TTL": str(ttl)})
+            granted = (int(answer["ID"]), sent + int(answer["TTL"]))
+            self._ledger_leases[election] = granted
+            return granted[0]
+
+    def _drop_ledger_lease(self, election: str, lease_id: int) -> None:
+        with self._ledger_lock:
+            held = self._ledger_leases.get(election)
+            if held is not None and held[0] == lease_id:
+                del self._ledger_leases[election]
+
+    def ledger(self, election: str) -> dict[str, int]:
+        self._check_open()
+        prefix = self._ledger_prefix(election)
+        request = {"key": _b64(prefix), "range_end": _b64(self._range_end(prefix))}
+        with _answers():
+            kvs = self._call("/kv/range", request).get("kvs", [])
+            return {
+                _unb64(kv["key"])[len(prefix) :].decode("utf-8", errors="replace"): int(
+                    _unb64(kv.get("value", ""))
+                )
+                for kv in kvs
+            }
+
     def leader(self, election: str) -> LeaderInfo | None:
         self._check_open()
         request = self._range_request(
             election, sort_order="ASCEND", sort_target="CREATE", limit="1"
         )
-        kvs = self._call("/kv/range", request).get("kvs", [])
-        if not kvs:
-            return None
-        return LeaderInfo(_value(kvs[0]), int(kvs[0]["create_revision"]))
+        with _answers():
+            kvs = self._call("/kv/range", request).get("kvs", [])
+            if not kvs:
+                return None
+            return LeaderInfo(_value(kvs[0]), int(kvs[0]["create_revision"]))
 
     def candidates(self, election: str) -> list[str] | None:
         self._check_open()
         request = self._range_request(election, sort_order="ASCEND", sort_target="CREATE")
-        answer = self._call("/kv/range", request)
-        return [_value(kv) for kv in answer.get("kvs", [])]
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise BackendUnavailable("the etcd backend is closed")
+        with _answers():
+            answer = self._call("/kv/range", request)
+            return [_value(kv) for kv in answer.get("kvs", [])]
 
     def wait_for_change(self, election: str, timeout: float) -> None:
         if self._closed:
@@ -519,34 +669,45 @@ class EtcdBackend(Backend):
         deadline = time.monotonic() + timeout
         camp = self._campaigns.get(election)
         try:
-            if camp is not None and camp.revision:
-                # Come back in time to keep our lease, and so our place in line, alive.
-                deadline = min(deadline, camp.refreshed + camp.ttl / 2)
-                before = self._range_request(
-                    election,
-                    sort_order="DESCEND",
-                    sort_target="CREATE",
-                    limit="1",
-                    max_create_revision=str(camp.revision - 1),
-                )
-                answer = self._txn([self._owns(camp)], [{"request_range": before}])
-                if not answer.get("succeeded"):
-                    return  # our key is gone: acquire re-queues
-                kvs = answer["responses"][0]["response_range"].get("kvs", [])
-                keys = [_unb64(kv["key"]) for kv in kvs] + [camp.key]
-            else:
-                head = self._range_request(
-                    election, sort_order="ASCEND", sort_target="CREATE", limit="1"
-                )
-                answer = self._call("/kv/range", head)
-                keys = [_unb64(kv["key"]) for kv in answer.get("kvs", [])]
+            with _answers():
+                found = self._ahead(election, camp)
         except BackendUnavailable:
             if self._closed:
                 return
             raise
-        if keys == [] or (camp is not None and keys == [camp.key]):
-            return  # nobody ahead of us
-        self._wait_for_delete(keys, int(answer["header"]["revision"]) + 1, deadline)
+        if found is not None:
+            keys, start_revision = found
+            if camp is not None and camp.revision:
+                # Come back in time to keep our lease, and so our place in line, alive.
+                deadline = min(deadline, camp.refreshed + camp.ttl / 2)
+            self._wait_for_delete(keys, start_revision, deadline)
+
+    def _ahead(self, election: str, camp: _Campaign | None) -> tuple[list[bytes], int] | None:
+        """The keys to watch and the revision to watch from; ``None`` if nobody is ahead."""
+        if camp is not None and camp.revision:
+            before = self._range_request(
+                election,
+                sort_order="DESCEND",
+                sort_target="CREATE",
+                limit="1",
+                max_create_revision=str(camp.revision - 1),
+            )
+            answer = self._txn([self._owns(camp)], [{"request_range": before}])
+            if not answer.get("succeeded"):
+                return None  # our key is gone: acquire re-queues
+            kvs = answer["responses"][0]["response_range"].get("kvs", [])
+            if not kvs:
+                return None  # we are first in line
+            keys = [_unb64(kvs[0]["key"]), camp.key]
+        else:
+            head = self._range_request(
+                election, sort_order="ASCEND", sort_target="CREATE", limit="1"
+            )
+            answer = self._call("/kv/range", head)
+            keys = [_unb64(kv["key"]) for kv in answer.get("kvs", [])]
+            if not keys:
+                return None
+        return keys, int(answer["header"]["revision"]) + 1
 
     def _open_watch(self, keys: list[bytes], start_revision: int, read_timeout: float) -> Any:
         """Start a watch for deletions of ``keys``; return the streaming response."""
@@ -660,6 +821,15 @@ class EtcdBackend(Backend):
             with suppress(BackendUnavailable):
                 self._call("/lease/revoke", {"ID": str(camp.lease_id)})
         self._session.close()
+
+
+@contextmanager
+def _answers() -> Iterator[None]:
+    """Turn an answer of an unexpected shape into ``BackendUnavailable``."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BackendUnavailable(f"unexpected answer from etcd: {exc!r}") from None
 
 
 def _value(kv: dict[str, Any]) -> str:
