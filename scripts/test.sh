@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-servers.sh
 scripts/bootstrap.sh all,test
+scripts/install-deploy-tools.sh
 .venv/bin/ruff check leadercron tests
 .venv/bin/ruff format --check leadercron tests
 .venv/bin/mypy
