@@ -7,7 +7,8 @@ It makes sure a command never outlives its replica:
 * the command runs in a process group of its own, so that SIGUSR1 kills the whole group
   (``sh -c`` pipelines and their children) at once with SIGKILL;
 * SIGTERM (leadercron cancelling the run) sends SIGTERM to the group and SIGKILL after GRACE;
-* when the command exits, whatever it left behind in its group is killed too.
+* when the command exits, whatever it left behind is killed and reaped too: the supervisor is a
+  child subreaper, so even a process that left the group (``setsid``) is reparented to it.
 
 The exit status is the command's (128 + signal number if a signal ended it). Standard library
 only, and no ``site``: it starts in a few milliseconds.
@@ -19,8 +20,43 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def children() -> list[int]:
+    """Processes whose parent is this one (orphans reparented here included)."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1].decode() == me:
+            found.append(int(entry))
+    return found
+
+
+def reap_everything(deadline: float) -> None:
+    """Kill and reap every remaining descendant, including those that left the job's group."""
+    while True:
+        try:
+            while os.waitpid(-1, os.WNOHANG) != (0, 0):
+                pass
+        except ChildProcessError:
+            return
+        for pid in children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.005)
 
 
 def main() -> int:
@@ -30,6 +66,9 @@ def main() -> int:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGUSR1)
+        # Orphans of the command (a daemonized grandchild) become ours, not PID 1's: no
+        # zombies when leadercron runs as PID 1 in a container, and nothing escapes.
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     except (OSError, AttributeError):
         pass
     if os.getppid() != expected_parent:  # the parent died before prctl took effect
@@ -77,6 +116,7 @@ def main() -> int:
         kill_group(signal.SIGKILL)
     code = child.wait()
     kill_group(signal.SIGKILL)  # stragglers left in the job's group
+    reap_everything(time.monotonic() + 5.0)
     return 128 - code if code < 0 else code
 
 

@@ -121,3 +121,11 @@ def test_stragglers_are_killed_when_the_command_exits(tmp_path: Path) -> None:
     run_command(["sh", "-c", f"sleep 60 & echo $! > {pidfile}"])
     straggler = int(pidfile.read_text())
     assert wait_until(lambda: not alive(straggler), 5)
+
+
+def test_daemonized_grandchildren_are_killed_and_reaped(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    # setsid leaves the job's process group; the supervisor still finds and kills it.
+    run_command(["sh", "-c", f"setsid sleep 60 & echo $! > {pidfile}"])
+    escaped = int(pidfile.read_text())
+    assert wait_until(lambda: not alive(escaped), 5), "a daemonized grandchild survived its job"
