@@ -126,6 +126,6 @@ def test_stragglers_are_killed_when_the_command_exits(tmp_path: Path) -> None:
 def test_daemonized_grandchildren_are_killed_and_reaped(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     # setsid leaves the job's process group; the supervisor still finds and kills it.
-    run_command(["sh", "-c", f"setsid sleep 60 & echo $! > {pidfile}"])
+    run_command(["sh", "-c", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & sleep 0.2"])
     escaped = int(pidfile.read_text())
     assert wait_until(lambda: not alive(escaped), 5), "a daemonized grandchild survived its job"
