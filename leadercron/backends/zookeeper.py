@@ -45,7 +45,7 @@ every waiter watches only its predecessor (no herd). Contract mapping:
 ``release``
     Deletes this candidate's node (a missing node is fine), which fires the successor's watch.
 ``wait_for_change``
-    An exists-watch on the predecessor node (on the leader's node when this candidate has no node,
+    A data watch on the predecessor node (on the leader's node when this candidate has no node,
     on its own node while it leads); also woken by connection state changes and :meth:`close`.
 ``leader`` / ``candidates``
     The lowest node's data and ``czxid`` / every contender's data in sequence order.
@@ -61,15 +61,17 @@ answer to the acquire/renew, and a timer deletes the node when it runs out (a wa
 while the candidate campaigns: ``ttl`` after its last ``acquire``, or after the end of its
 current ``wait_for_change``). If the process dies or freezes, the ephemeral node goes with the
 session: one client per backend instance, made lazily by the first ``acquire`` with a session
-timeout of ``ttl`` (ZooKeeper expires it within one tickTime after that). Worst case (a process
-frozen just before its timer fired) the node outlives the last renew by ``2 * ttl + tickTime``.
+timeout of ``ttl`` (ZooKeeper expires it within one tickTime after that). So a node lives at most
+``2 * ttl + tickTime`` after the last renew, reached by a process frozen just before its timer.
 
 Connection states: ``SUSPENDED`` (the connection dropped, the session may live; kazoo notices
-after 2/3 of the session timeout without an answer) calls the alarm at once and makes every call
-raise ``BackendUnavailable`` until kazoo reconnects; ``LOST`` (the session expired, its nodes are
-gone) ends every term (``renew`` answers ``None``) and calls the alarm. A request whose outcome is
-unknown and may have left a node behind (a create, a failed delete) abandons the session, so that
-the server removes its nodes within the session timeout; the next call opens a new one.
+after 2/3 of the session timeout without an answer) calls the alarm at once when a lease is held;
+calls then wait up to ``timeout`` for kazoo to reconnect, and raise ``BackendUnavailable`` after
+that. ``LOST`` (the session expired, its nodes are gone) ends every term (``renew`` answers
+``None``) and calls the alarm. A request whose outcome is unknown and may have left a node behind
+(a create, a failed delete) abandons the session, so that the server removes its nodes within the
+session timeout; the next call opens a new one. The first connection is preceded by a TCP probe
+of the hosts, so that a refused connection fails at once instead of after ``timeout``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -85,7 +88,7 @@ from urllib.parse import unquote
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import AuthFailedError, NoAuthError, NodeExistsError, NoNodeError
-from kazoo.protocol.states import KazooState
+from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
 from leadercron.backends.base import (
@@ -176,6 +179,7 @@ class ZooKeeperBackend(Backend):
         self._connect_lock = threading.Lock()
         self._campaign_lock = threading.Lock()
         self._notifier = Notifier()
+        self._live = threading.Event()  # the current client is connected
         self._closed = False
 
     @classmethod
@@ -251,6 +255,14 @@ class ZooKeeperBackend(Backend):
 
     def _client(self, ttl: float | None) -> Any:
         """The connected client; made (or remade for a new ttl) when needed."""
+        zk = self._session(ttl)
+        # Suspended: kazoo is reconnecting. Give it up to ``timeout`` to come back (a blip must
+        # not fail a call); the alarm has already gone off if a lease is held.
+        if not zk.connected and not self._live.wait(self.timeout):
+            raise BackendUnavailable(f"zookeeper connection suspended for over {self.timeout:g}s")
+        return zk
+
+    def _session(self, ttl: float | None) -> Any:
         with self._connect_lock:
             with self._lock:
                 if self._closed:
@@ -265,9 +277,8 @@ class ZooKeeperBackend(Backend):
                     self._discard(zk)  # made by a read, or for another ttl
                     self._zk = zk = None
             if zk is not None:
-                if not zk.connected:
-                    raise BackendUnavailable("zookeeper connection suspended, reconnecting")
                 return zk
+            self._probe()
             session = ttl if ttl is not None else _READ_SESSION
             zk = KazooClient(
                 hosts=self.hosts,
@@ -279,7 +290,6 @@ class ZooKeeperBackend(Backend):
                     "max_delay": 1.0,
                     "max_jitter": 0.1,
                 },
-                command_retry={"max_tries": 0},
             )
             zk.add_listener(lambda state: self._on_state(zk, state))
             try:
@@ -290,7 +300,10 @@ class ZooKeeperBackend(Backend):
             else:
                 reason = ""
             if not connected:
+                refused = zk.client_state == KeeperState.AUTH_FAILED
                 self._discard(zk)
+                if refused:
+                    raise BackendAuthError(f"zookeeper {self.hosts} rejected the credentials")
                 raise BackendUnavailable(
                     f"cannot reach zookeeper {self.hosts} within {self.timeout:g}s{reason}"
                 )
@@ -299,7 +312,23 @@ class ZooKeeperBackend(Backend):
                     self._discard(zk)
                     raise BackendUnavailable("zookeeper backend is closed")
                 self._zk, self._session_ttl = zk, session
+                self._live.set()
             return zk
+
+    def _probe(self) -> None:
+        """Fail fast when no host accepts a TCP connection (kazoo would retry until the timeout)."""
+        hosts = self.hosts.split(",")
+        error: OSError | None = None
+        for item in hosts:
+            host, _, port = item.rpartition(":")
+            try:
+                socket.create_connection(
+                    (host.strip("[]"), int(port)), self.timeout / len(hosts)
+                ).close()
+                return
+            except OSError as exc:
+                error = exc
+        raise BackendUnavailable(f"cannot reach zookeeper {self.hosts}: {error}")
 
     def _discard(self, zk: Any) -> None:
         """Close a client in the background (stop() may wait for a dead server)."""
@@ -323,9 +352,15 @@ class ZooKeeperBackend(Backend):
                 self._end(entry)
         self._discard(zk)
         self._notifier.bump()
+        self._live.set()  # calls waiting for this client to reconnect go on to a new one
 
     def _on_state(self, zk: Any, state: str) -> None:
         # Runs in kazoo's connection thread: must not block (self._lock is only held briefly).
+        if zk is self._zk:
+            if state == KazooState.CONNECTED:
+                self._live.set()
+            else:
+                self._live.clear()
         if zk is self._zk and state in (KazooState.SUSPENDED, KazooState.LOST):
             with self._lock:
                 leading = any(e.leased and not e.ended for e in self._entries.values())
@@ -410,7 +445,10 @@ class ZooKeeperBackend(Backend):
 
     def _expire(self, entry: _Entry) -> None:
         with self._lock:
-            if entry.ended or time.monotonic() < entry.expires:
+            if entry.ended or threading.current_thread() is not entry.timer:
+                return  # ended, or renewed since (a newer timer is armed)
+            if time.monotonic() < entry.expires:
+                self._arm(entry, entry.expires)  # woke a little early
                 return
             self._end(entry)
         # On failure _delete abandons the session: the server drops the node with it.
@@ -425,8 +463,6 @@ class ZooKeeperBackend(Backend):
             self._call(zk.delete_async(entry.path))
         except NoNodeError:
             pass
-        except BackendAuthError:
-            raise
         except BackendUnavailable:
             self._abandon(zk)
             raise
@@ -466,32 +502,34 @@ class ZooKeeperBackend(Backend):
 
     def renew(self, lease: Lease) -> Lease | None:
         entry: _Entry = lease.handle
-        with self._lock:
-            if entry.ended or not entry.leased:
-                return None
-            if time.monotonic() >= entry.expires:
-                self._end(entry)  # the timer is about to fire; never resurrect
-                expired = True
-            else:
-                expired = False
-        if expired:
-            with contextlib.suppress(BackendUnavailable):
-                self._delete(entry)
+        if self._lapsed(entry):
             return None
         zk = entry.client
-        if zk is not self._zk:
+        if zk is not self._zk or zk is not self._client(None):
             return None  # that session was abandoned: its node is gone or going
-        if not zk.connected:
-            raise BackendUnavailable("zookeeper connection suspended, reconnecting")
         stat = self._call(zk.exists_async(entry.path))
-        with self._lock:
-            if stat is None or stat.czxid != entry.czxid or stat.ephemeralOwner != entry.session:
+        if stat is None or stat.czxid != entry.czxid or stat.ephemeralOwner != entry.session:
+            with self._lock:
                 self._end(entry)
-                return None
-            if entry.ended:
-                return None
-            self._arm(entry, time.monotonic() + lease.ttl)
-        return lease
+            return None
+        with self._lock:
+            if not entry.ended and time.monotonic() < entry.expires:
+                self._arm(entry, time.monotonic() + lease.ttl)
+                return lease
+        self._lapsed(entry)  # expired while we asked: never extend it
+        return None
+
+    def _lapsed(self, entry: _Entry) -> bool:
+        """Whether a term is over; ends it (and deletes its node) once its expiry has passed."""
+        with self._lock:
+            if entry.ended or not entry.leased:
+                return True
+            if time.monotonic() < entry.expires:
+                return False
+            self._end(entry)  # its timer is due: do its work now
+        with contextlib.suppress(BackendUnavailable):
+            self._delete(entry)
+        return True
 
     def release(self, lease: Lease) -> None:
         entry: _Entry = lease.handle
@@ -548,10 +586,9 @@ class ZooKeeperBackend(Backend):
             else:
                 return  # we are first in line: acquire now
         try:
-            stat = self._call(zk.exists_async(f"{parent}/{target}", watch=self._on_watch))
+            # get, not exists: no watch is left behind on a node that is already gone.
+            self._call(zk.get_async(f"{parent}/{target}", watch=self._on_watch))
         except NoNodeError:
-            return
-        if stat is None:
             return
         self._notifier.wait(seen, timeout)
 
@@ -562,6 +599,7 @@ class ZooKeeperBackend(Backend):
             for entry in list(self._entries.values()):
                 self._end(entry)
         self._notifier.bump()
+        self._live.set()  # wake calls waiting for a reconnection: they find the client gone
         if zk is not None:
             try:
                 zk.stop()  # ends the session: the server deletes our nodes at once
