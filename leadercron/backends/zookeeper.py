@@ -24,11 +24,11 @@ max_session_timeout   ``40s``   the server's ``maxSessionTimeout`` (20 * tickTim
 ====================  ========  ===============================================================
 
 Authentication and ACLs: with a user, the session authenticates with ``digest user:password`` and
-every node this backend creates (parents, chroot and candidate nodes) gets ``CREATOR_ALL_ACL``:
-all permissions for clients authenticated as the same user, none for anyone else (a foreign
-kazoo contender needs ``auth_data=[("digest", "user:password")]``). Without a user nodes are
-created world-open (``OPEN_ACL_UNSAFE``), like kazoo's defaults. ``NoAuth`` answers raise
-``BackendAuthError``. Digest auth itself never fails in ZooKeeper: a wrong password shows as
+every node this backend creates (parents, chroot, candidate and ledger nodes) gets
+``CREATOR_ALL_ACL``: all permissions for clients authenticated as the same user, none for anyone
+else (a foreign kazoo contender needs ``auth_data=[("digest", "user:password")]``). Without a
+user nodes are created world-open (``OPEN_ACL_UNSAFE``), like kazoo's defaults. ``NoAuth`` answers
+raise ``BackendAuthError``. Digest auth itself never fails in ZooKeeper: a wrong password shows as
 ``NoAuth`` on the first node it may not touch.
 
 The election is kazoo's ``Lock``/``Election`` recipe, so leadercron and kazoo contenders exclude
@@ -49,6 +49,10 @@ every waiter watches only its predecessor (no herd). Contract mapping:
     on its own node while it leads); also woken by connection state changes and :meth:`close`.
 ``leader`` / ``candidates``
     The lowest node's data and ``czxid`` / every contender's data in sequence order.
+``claim`` / ``ledger``
+    One multi-op transaction: ``check`` of the term's own node (path and version) plus a
+    compare-and-set of the job's mark node in ``/leadercron-ledger/N/`` (outside ``/N``); see
+    :class:`ZooKeeperBackend` for the layout, the retries and the compaction.
 
 Fencing token: the ``czxid`` of the leader's node (the zxid of the transaction that created it).
 Zxids are global and strictly increasing, and a new leader's node is always younger than its
@@ -80,6 +84,7 @@ import contextlib
 import os
 import re
 import socket
+import string
 import threading
 import time
 from dataclasses import dataclass, field
@@ -87,11 +92,19 @@ from typing import Any
 from urllib.parse import unquote
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import AuthFailedError, NoAuthError, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    AuthFailedError,
+    BadVersionError,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+)
 from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.security import CREATOR_ALL_ACL, OPEN_ACL_UNSAFE
 
 from leadercron.backends.base import (
+    LEDGER_RETENTION,
     Backend,
     LeaderInfo,
     Lease,
@@ -101,12 +114,18 @@ from leadercron.backends.base import (
     reject_unknown_options,
 )
 from leadercron.durations import parse_duration
-from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
+from leadercron.errors import BackendAuthError, BackendError, BackendUnavailable, ConfigError
 
 PASSWORD_ENV = "LEADERCRON_ZOOKEEPER_PASSWORD"
 NODE_NAME = "__lock__"  # kazoo's Lock._NODE_NAME
 _CONTENDER = re.compile(r"__lock__(-?\d{10})$")  # kazoo's Lock._contenders_re
 _READ_SESSION = 10.0  # session timeout of a client made by a read before any acquire
+LEDGER_NODE = "leadercron-ledger"  # /chroot/leadercron-ledger/<election>/<job>: the claim marks
+COMPACT_EVERY = 3600.0  # seconds between two listings of an election's ledger by one backend
+COMPACT_BATCH = 8  # ledger nodes a claim examines for compaction, at most
+_CLAIM_ATTEMPTS = 8  # compare-and-set rounds a claim makes before it gives up
+_NAME_SAFE = frozenset(string.ascii_letters + string.digits + "-.~")
+_MARK = re.compile(rb"-?[0-9]{1,19}")
 
 
 @dataclass(eq=False)
@@ -118,6 +137,7 @@ class _Entry:
     czxid: int
     session: int
     ttl: float
+    version: int = 0  # the node's data version: a claim's check op asserts it
     expires: float = 0.0
     leased: bool = False
     ended: bool = False
@@ -126,6 +146,50 @@ class _Entry:
     @property
     def name(self) -> str:
         return self.path.rpartition("/")[2]
+
+
+@dataclass
+class _Sweep:
+    """Compaction progress of one election's ledger in this backend."""
+
+    due: float = 0.0  # monotonic time of the next listing
+    pending: list[str] = field(default_factory=list)  # listed node names not yet examined
+
+
+def _encode_name(text: str) -> str:
+    """``text`` as one znode name: percent-encoded UTF-8, keeping letters, digits and ``-.~``.
+
+    ``_`` is encoded too, so a ledger node never looks like a kazoo contender (``__lock__``);
+    ``/`` is encoded, so every name is one path component. ``""`` is ``%``; names made of dots
+    only (``.`` and ``..`` are not valid node names) are encoded in full.
+    """
+    if not text:
+        return "%"
+    name = "".join(
+        ch
+        if ch in _NAME_SAFE
+        else "".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        for ch in text
+    )
+    if not name.strip("."):
+        name = "%2E" * len(name)
+    return name
+
+
+def _decode_name(name: str) -> str | None:
+    """The text an :func:`_encode_name` name stands for; ``None`` for any other node name."""
+    if name == "%":
+        return ""
+    try:
+        text = unquote(name, "utf-8", "surrogatepass")
+    except UnicodeError:
+        return None
+    return text if text and _encode_name(text) == name else None
+
+
+def _parse_mark(data: bytes | None) -> int | None:
+    """A ledger node's data: the mark as ASCII decimal digits; ``None`` if it is not one."""
+    return int(data) if data is not None and _MARK.fullmatch(data) else None
 
 
 def _parse_hosts(url: str, hosts: str) -> str:
@@ -148,9 +212,44 @@ def _check_path(what: str, path: str) -> str:
 
 
 class ZooKeeperBackend(Backend):
-    """Elections as kazoo ``Election`` queues in ZooKeeper. See the module docstring."""
+    """Elections as kazoo ``Election`` queues in ZooKeeper. See the module docstring.
+
+    Fenced claims (:meth:`claim`, :meth:`ledger`). The ledger of election ``N`` lives *outside*
+    ``/N``, where kazoo lists every child as a possible contender::
+
+        /chroot/leadercron-ledger/<N>/<job>     persistent, data = the mark (ASCII decimal ms)
+
+    ``<N>`` and ``<job>`` are percent-encoded into one node name each (letters, digits and
+    ``-.~`` kept; ``_`` and ``/`` encoded, so a ledger node never looks like a ``__lock__``
+    contender and an election ``a/b`` does not nest under election ``a``). One node per job.
+    The nodes, and the parents this backend creates, get the backend's ACL (``CREATOR_ALL_ACL``
+    with a user, else ``OPEN_ACL_UNSAFE``), like the election's nodes.
+
+    A claim reads the job's node (its mark and data version), then commits ONE multi-op
+    transaction: ``check`` that the term's own contender node still exists with the version it
+    was created with (the node path is unique to the term, and while it exists it is the lowest
+    contender: sequence numbers only grow and ``/N`` cannot be deleted while it has children),
+    plus ``set_data`` of the mark node at the version read (compare-and-set), or ``create`` of it
+    for a first claim. ZooKeeper applies both or neither. A failed ``check`` means this is not
+    the live term: the claim returns ``False``, the term ends locally (its node is deleted if it
+    is still there) and the alarm goes off. A failed compare-and-set (another claim or a
+    compaction moved the mark in between) reads the mark again and retries while
+    ``fire > mark``. Local state can only refuse a claim (a term already ended or past its local
+    expiry, a suspended connection that does not come back within ``timeout``): it never admits
+    one, the server's check does. A transaction whose answer is lost raises
+    ``BackendUnavailable``; kazoo may still deliver it after a reconnection, and the check then
+    decides on the server whether it applies.
+
+    Retention: a successful claim also compacts, bounded: the election's ledger is listed at
+    most every ``COMPACT_EVERY`` (1 h) per backend instance, and each claim examines at most
+    ``COMPACT_BATCH`` (8) listed nodes; a node whose mark is older than ``LEDGER_RETENTION``
+    (by this host's clock) is deleted in a transaction with the same term ``check`` and the
+    version it was read at, so only the live term compacts and a mark re-claimed meanwhile
+    stays. The ledger directory of an election stays (one empty node once all jobs are gone).
+    """
 
     schemes = ("zookeeper", "zk")
+    supports_claims = True
 
     def __init__(
         self,
@@ -175,6 +274,7 @@ class ZooKeeperBackend(Backend):
         self._zk: Any = None  # the KazooClient, made lazily
         self._session_ttl: float | None = None
         self._entries: dict[str, _Entry] = {}
+        self._sweeps: dict[str, _Sweep] = {}  # per ledger directory
         self._lock = threading.Lock()  # guards the fields above; never held over network calls
         self._connect_lock = threading.Lock()
         self._campaign_lock = threading.Lock()
@@ -385,10 +485,13 @@ class ZooKeeperBackend(Backend):
         except (NoNodeError, NodeExistsError):
             raise
         except (NoAuthError, AuthFailedError) as exc:
-            who = f"user {self._auth[0]!r}" if self._auth else "an unauthenticated client"
-            raise BackendAuthError(f"zookeeper refused access to {who} ({exc!r})") from exc
+            raise self._refused(exc) from exc
         except Exception as exc:  # any other failure: "unavailable"
             raise BackendUnavailable(f"zookeeper {self.hosts}: {exc!r}") from exc
+
+    def _refused(self, exc: Exception) -> BackendAuthError:
+        who = f"user {self._auth[0]!r}" if self._auth else "an unauthenticated client"
+        return BackendAuthError(f"zookeeper refused access to {who} ({exc!r})")
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -423,7 +526,7 @@ class ZooKeeperBackend(Backend):
             raise BackendUnavailable(f"zookeeper: creating a node under {parent}: {exc}") from exc
         if stat is None:
             raise BackendUnavailable(f"zookeeper: node {created} vanished at once")
-        return _Entry(zk, created, stat.czxid, stat.ephemeralOwner, ttl)
+        return _Entry(zk, created, stat.czxid, stat.ephemeralOwner, ttl, version=stat.version)
 
     def _arm(self, entry: _Entry, expires: float) -> None:
         """Delete ``entry``'s node at ``expires`` unless renewed first (under ``self._lock``)."""
@@ -538,6 +641,156 @@ class ZooKeeperBackend(Backend):
                 return
             self._end(entry)
         self._delete(entry)
+
+    # -- fenced claims ---------------------------------------------------------------------------
+
+    def _ledger_path(self, election: str) -> str:
+        """The election's ledger directory, outside ``/N`` (where kazoo lists contenders)."""
+        name = _check_path("election", election).lstrip("/")
+        return f"{self.chroot}/{LEDGER_NODE}/{_encode_name(name)}"
+
+    def _commit(self, zk: Any, ops: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Run ``ops`` as one multi-op transaction; one result (or exception) per op.
+
+        An exception in the results is an op that failed (the whole transaction then changed
+        nothing); ``RolledBackError`` marks ops that would have succeeded.
+        """
+        txn = zk.transaction()
+        for name, args in ops:
+            getattr(txn, name)(*args)
+        results = list(self._call(txn.commit_async()))
+        for result in results:
+            if isinstance(result, (NoAuthError, AuthFailedError)):
+                raise self._refused(result) from result
+        if len(results) != len(ops):
+            raise BackendUnavailable(f"zookeeper {self.hosts}: a multi answered {results!r}")
+        return results
+
+    def _deposed(self, entry: _Entry, why: Exception) -> None:
+        """The server says the term's node is gone or changed: the term is over."""
+        with self._lock:
+            if entry.ended:
+                return
+            self._end(entry)
+        self._alarm(f"zookeeper: our node {entry.path} failed a claim's check ({why!r})")
+        self._notifier.bump()
+        with contextlib.suppress(BackendUnavailable):
+            self._delete(entry)  # if it is still there (changed by someone), it must go
+
+    def claim(self, lease: Lease, job_id: str, fire: int) -> bool:
+        entry: _Entry = lease.handle
+        directory = self._ledger_path(lease.election)
+        path = f"{directory}/{_encode_name(job_id)}"
+        value = str(int(fire)).encode()
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            # Local state may only refuse: a term that is over here is over (like renew). It
+            # never admits: the check op in the transaction below is what does.
+            if self._lapsed(entry):
+                return False
+            zk = entry.client
+            if zk is not self._zk or zk is not self._client(None):
+                return False  # that session was abandoned: its node is gone or going
+            try:
+                data, stat = self._call(zk.get_async(path))
+            except NoNodeError:
+                stat = None
+            else:
+                mark = _parse_mark(data)
+                if mark is None:
+                    raise BackendUnavailable(f"zookeeper: ledger node {path} holds {data!r}")
+                if fire <= mark:
+                    return False
+            write = (
+                ("create", (path, value, self._acl))
+                if stat is None
+                else ("set_data", (path, value, stat.version))
+            )
+            check, result = self._commit(zk, [("check", (entry.path, entry.version)), write])
+            if isinstance(check, Exception) and not isinstance(check, RolledBackError):
+                self._deposed(entry, check)  # NoNode or BadVersion: not the live term
+                return False
+            if not isinstance(result, Exception):
+                self._compact(zk, entry, directory, path)
+                return True
+            if isinstance(result, NoNodeError) and stat is None:
+                # No ledger directory yet: make it, with the backend's ACL, and try again.
+                with contextlib.suppress(NodeExistsError):
+                    self._call(zk.ensure_path_async(directory, self._acl))
+            elif not isinstance(result, (NodeExistsError, NoNodeError, BadVersionError)):
+                raise BackendUnavailable(f"zookeeper: claiming {path}: {result!r}")
+            # Otherwise another claim (or a compaction) moved the mark: read it again.
+        raise BackendUnavailable(f"zookeeper: the mark {path} kept changing while we claimed")
+
+    def _compact(self, zk: Any, entry: _Entry, directory: str, claimed: str) -> None:
+        """Drop ledger nodes whose mark is older than ``LEDGER_RETENTION`` (bounded per claim).
+
+        Lists the directory at most every ``COMPACT_EVERY`` seconds, then examines at most
+        ``COMPACT_BATCH`` of the listed nodes per successful claim. Each deletion is one
+        transaction with the term's check and the node's version, so only the live term
+        compacts, and a mark claimed since it was read is never deleted. Failures are left to
+        the next sweep: they must not fail the claim that has already succeeded.
+        """
+        with self._lock:
+            sweep = self._sweeps.setdefault(directory, _Sweep())
+            listing = not sweep.pending and time.monotonic() >= sweep.due
+            if listing:
+                sweep.due = time.monotonic() + COMPACT_EVERY
+        try:
+            if listing:
+                names = self._call(zk.get_children_async(directory))
+                own = claimed.rpartition("/")[2]
+                names = sorted(n for n in names if n != own and _decode_name(n) is not None)
+                with self._lock:
+                    sweep.pending.extend(names)
+            with self._lock:
+                batch = sweep.pending[:COMPACT_BATCH]
+                del sweep.pending[:COMPACT_BATCH]
+            if not batch:
+                return
+            horizon = int((time.time() - LEDGER_RETENTION) * 1000)
+            reads = [(f"{directory}/{n}", zk.get_async(f"{directory}/{n}")) for n in batch]
+            for path, read in reads:
+                try:
+                    data, stat = self._call(read)
+                except NoNodeError:
+                    continue
+                mark = _parse_mark(data)
+                if mark is None or mark >= horizon:
+                    continue
+                check, _ = self._commit(
+                    zk, [("check", (entry.path, entry.version)), ("delete", (path, stat.version))]
+                )
+                if isinstance(check, Exception) and not isinstance(check, RolledBackError):
+                    return  # the term is over: the next leader compacts
+        except (BackendError, NoNodeError):
+            with self._lock:
+                if listing:
+                    sweep.due = 0.0  # list again on the next claim
+
+    def ledger(self, election: str) -> dict[str, int]:
+        zk = self._client(None)
+        directory = self._ledger_path(election)
+        try:
+            names = self._call(zk.get_children_async(directory))
+        except NoNodeError:
+            return {}
+        reads = []
+        for name in names:
+            job = _decode_name(name)
+            if job is not None:
+                reads.append((job, zk.get_async(f"{directory}/{name}")))
+        marks: dict[str, int] = {}
+        for job, read in reads:
+            try:
+                data, _stat = self._call(read)
+            except NoNodeError:
+                continue  # compacted since the listing
+            mark = _parse_mark(data)
+            if mark is not None:
+                marks[job] = mark
+        return marks
+
+    # -- reads -----------------------------------------------------------------------------------
 
     def leader(self, election: str) -> LeaderInfo | None:
         zk = self._client(None)

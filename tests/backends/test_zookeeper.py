@@ -1,6 +1,7 @@
 """The zookeeper backend against a real ZooKeeper: interop both ways with kazoo's ``Election``,
 queue order and predecessor-only watches, chroot, digest auth and ACLs, connection suspended
-(server paused), session expiry, URL errors, an unreachable server."""
+(server paused), session expiry, URL errors, an unreachable server; fenced claims (ledger layout,
+a kazoo takeover racing claims, session expiry, a suspended connection, ACLs, compaction)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NoAuthError
+from kazoo.protocol.states import KazooState
 from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
 
-from leadercron.backends import Backend, Lease, from_url
+from leadercron.backends import Backend, Lease, from_url, zookeeper
+from leadercron.backends.base import LEDGER_RETENTION
 from leadercron.backends.zookeeper import PASSWORD_ENV, ZooKeeperBackend
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
 from tests.conftest import BACKENDS, wait_until
@@ -495,3 +498,260 @@ def test_bad_election_name_is_a_config_error(make: Make) -> None:
     backend = make("zookeeper://127.0.0.1:1")
     with pytest.raises(ConfigError):
         backend.acquire("a//b", "x", TTL)
+
+
+# -- fenced claims -------------------------------------------------------------------------------
+
+
+def ledger_dir(election: str, chroot: str = "") -> str:
+    return f"{chroot}/leadercron-ledger/{election}"
+
+
+def test_claims_live_outside_the_election_and_leave_kazoo_alone(
+    server: ZooKeeperServer, make: Make, kazoo: Callable[..., KazooClient], election: str
+) -> None:
+    backend = make(server.url())
+    nested = f"{election}/nightly"  # an election under another election's path
+    lease = backend.acquire(election, "lc-1", 30.0)
+    nested_lease = backend.acquire(nested, "lc-1", 30.0)
+    assert lease is not None
+    assert nested_lease is not None
+    base = int(time.time() * 1000)
+    jobs = ["plain", "with_underscore", "a/b", "..", "", "é x", "x__lock__0000000001"]
+    for offset, job in enumerate(jobs):
+        assert backend.claim(lease, job, base + offset)
+    assert backend.claim(nested_lease, "plain", base + 100)
+    assert backend.ledger(election) == {job: base + i for i, job in enumerate(jobs)}
+    assert backend.ledger(nested) == {"plain": base + 100}
+
+    client = kazoo(node_of(server, ""))
+    # One node per job, data = the mark; each name is one path component, never a __lock__ name.
+    encoded = {"plain", "with%5Funderscore", "a%2Fb", "%2E%2E", "%", "%C3%A9%20x"}
+    encoded.add("x%5F%5Flock%5F%5F0000000001")
+    assert set(client.get_children(ledger_dir(election))) == encoded
+    assert client.get(f"{ledger_dir(election)}/plain")[0] == str(base).encode()
+    assert client.get_children(ledger_dir(f"{election}%2Fnightly")) == ["plain"]
+    # The elections' paths hold contender nodes only: kazoo sees exactly the candidates.
+    assert client.Election(f"/{election}").contenders() == ["lc-1"]
+    assert client.Election(f"/{nested}").contenders() == ["lc-1"]
+    assert all("__lock__" in name for name in client.get_children(f"/{nested}"))
+
+
+def test_a_claim_racing_a_kazoo_takeover_is_refused_by_the_server(
+    server: ZooKeeperServer, make: Make, kazoo: Callable[..., KazooClient], election: str
+) -> None:
+    backend = make(server.url())
+    alarms: list[str] = []
+    backend.set_alarm(alarms.append)
+    lease = backend.acquire(election, "lc-1", 30.0)
+    assert lease is not None
+    admin = kazoo(node_of(server, ""))
+    contender = Contender(kazoo(node_of(server, "")), f"/{election}", "kazoo-1").start()
+    assert wait_until(lambda: backend.candidates(election) == ["lc-1", "kazoo-1"], timeout=10)
+    base = int(time.time() * 1000)
+    granted: list[int] = []
+    refused = threading.Event()
+
+    def claim_every_fire() -> None:
+        for fire in range(base, base + 100_000):
+            if not backend.claim(lease, "job", fire):
+                refused.set()
+                return
+            granted.append(fire)
+
+    claimer = threading.Thread(target=claim_every_fire, daemon=True)
+    claimer.start()
+    assert wait_until(lambda: len(granted) >= 5, timeout=10)
+    # Our node goes (an operator, a partition healed by expiry, ...): kazoo takes over while
+    # our process still believes it leads; the claims racing it must be refused by the server.
+    admin.delete(lease.handle.path)
+    assert contender.leading.wait(10), "kazoo did not take over"
+    assert refused.wait(10), "claims went on after our node was deleted"
+    claimer.join(10)
+    deleted_at = admin.get(f"/{election}")[1].pzxid  # the zxid of our node's deletion
+    data, stat = admin.get(f"{ledger_dir(election)}/job")
+    assert stat.mzxid < deleted_at, "a claim was committed after the term's node was gone"
+    assert int(data) == granted[-1]
+    assert backend.ledger(election) == {"job": granted[-1]}
+    assert not backend.claim(lease, "job", base + 200_000)
+    assert any("check" in reason for reason in alarms), alarms
+    assert backend.renew(lease) is None
+    info = backend.leader(election)
+    assert info is not None
+    assert info.identity == "kazoo-1"
+    contender.finish()
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["lost-noticed", "lost-unnoticed"])
+def test_a_claim_after_session_expiry_is_refused(
+    server: ZooKeeperServer,
+    make: Make,
+    kazoo: Callable[..., KazooClient],
+    election: str,
+    noticed: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = make(server.url())
+    alarms: list[str] = []
+    backend.set_alarm(alarms.append)
+    lease = backend.acquire(election, "lc-1", 30.0)
+    assert lease is not None
+    base = int(time.time() * 1000)
+    assert backend.claim(lease, "job", base)
+    if not noticed:
+        # The backend misses the LOST event: its local state still says it leads, so only the
+        # server's check op can refuse the claim.
+        original = backend._on_state
+
+        def hide_lost(zk: KazooClient, state: str) -> None:
+            original(zk, KazooState.SUSPENDED if state == KazooState.LOST else state)
+
+        monkeypatch.setattr(backend, "_on_state", hide_lost)
+    states: list[str] = []
+    backend._zk.add_listener(states.append)
+    # Expire the session the classic way: take it over with a second client, then close that.
+    thief = KazooClient(hosts=node_of(server, ""), client_id=backend._zk.client_id, timeout=5.0)
+    thief.start(timeout=10)
+    thief.stop()
+    thief.close()
+    admin = kazoo(node_of(server, ""))
+    assert wait_until(lambda: admin.exists(lease.handle.path) is None, timeout=10)
+    # kazoo has seen the expiry (LOST, every listener has run) and opened a new session.
+    assert wait_until(lambda: KazooState.LOST in states and backend._zk.connected, timeout=15)
+    assert lease.handle.ended is noticed
+
+    def claimed(fire: int) -> bool | None:
+        try:
+            return backend.claim(lease, "job", fire)
+        except BackendUnavailable:
+            return None  # still reconnecting
+
+    outcomes: list[bool | None] = []
+
+    def answered() -> bool:
+        outcomes.append(claimed(base + 1_000))
+        return outcomes[-1] is not None
+
+    assert wait_until(answered, timeout=15)
+    assert outcomes[-1] is False
+    assert True not in outcomes
+    assert backend.ledger(election) == {"job": base}
+    assert lease.handle.ended
+    assert alarms
+    again = campaign(backend, election, "lc-1", 30.0, timeout=15)
+    assert again.token > lease.token
+    assert backend.claim(again, "job", base + 1_000)
+    assert not backend.claim(lease, "job", base + 2_000)
+    assert backend.ledger(election) == {"job": base + 1_000}
+
+
+def test_a_claim_while_suspended_does_not_succeed_on_local_state(
+    fresh_server: ZooKeeperServer, make: Make, election: str
+) -> None:
+    ttl = 12.0  # as in test_suspended_connection_fires_the_alarm
+    backend = make(fresh_server.url() + "?timeout=1s")
+    alarms: list[str] = []
+    backend.set_alarm(alarms.append)
+    lease = backend.acquire(election, "lc-1", ttl)
+    assert lease is not None
+    base = int(time.time() * 1000)
+    assert backend.claim(lease, "job", base)
+    fresh_server.pause()
+    try:
+        assert wait_until(lambda: alarms, timeout=ttl), "no alarm while the server was paused"
+        with pytest.raises(BackendUnavailable):
+            backend.claim(lease, "job", base + 1_000)
+    finally:
+        fresh_server.resume()
+
+    def claimed() -> bool:
+        try:
+            return backend.claim(lease, "job", base + 1_000)
+        except BackendUnavailable:
+            return False
+
+    # Back within the session timeout: the node survived, the server's check admits the claim.
+    assert wait_until(claimed, timeout=10, interval=0.1)
+    assert backend.ledger(election) == {"job": base + 1_000}
+
+
+def test_ledger_nodes_get_the_backend_acl(
+    server: ZooKeeperServer,
+    make: Make,
+    kazoo: Callable[..., KazooClient],
+    election: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    hostport = f"127.0.0.1:{server.port}"
+    chroot = f"/secure-{election}"
+    owner = make(f"zookeeper://alice:s3cret@{hostport}{chroot}")
+    lease = owner.acquire(election, "alice-1", 30.0)
+    assert lease is not None
+    base = int(time.time() * 1000)
+    assert owner.claim(lease, "job", base)
+
+    expected = [ACL(Permissions.ALL, Id("digest", make_digest_acl_credential("alice", "s3cret")))]
+    authed = kazoo(hostport, auth_data=[("digest", "alice:s3cret")])
+    ledger = ledger_dir(election, chroot)
+    for path in (f"{chroot}/leadercron-ledger", ledger, f"{ledger}/job"):
+        assert authed.get_acls(path)[0] == expected, path
+    anonymous = kazoo(hostport)
+    with pytest.raises(NoAuthError):
+        anonymous.get_children(ledger)
+    with pytest.raises(NoAuthError):
+        anonymous.set(f"{ledger}/job", b"0")
+    assert make(f"zookeeper://alice:s3cret@{hostport}{chroot}").ledger(election) == {"job": base}
+    for url in (f"zookeeper://alice:wrong@{hostport}{chroot}", f"zookeeper://{hostport}{chroot}"):
+        with pytest.raises(BackendAuthError):
+            make(url).ledger(election)
+
+
+def test_compaction_drops_marks_older_than_the_retention(
+    server: ZooKeeperServer,
+    make: Make,
+    kazoo: Callable[..., KazooClient],
+    election: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(zookeeper, "COMPACT_BATCH", 2)
+    admin = kazoo(node_of(server, ""))
+    ledger = ledger_dir(election)
+    now = int(time.time() * 1000)
+    old = now - int(LEDGER_RETENTION * 1000) - 3_600_000  # an hour past the retention
+    recent = now - int(LEDGER_RETENTION * 1000) + 3_600_000  # an hour before it
+    # Marks a previous leader left: five expired ones, a recent one, and nodes not ours.
+    for name, data in [*((f"old-{i}", old) for i in range(1, 6)), ("recent", recent)]:
+        admin.create(f"{ledger}/{name}", str(data).encode(), makepath=True)
+    admin.create(f"{ledger}/junk", b"not a mark")
+    admin.create(f"{ledger}/not_ours", str(old).encode())
+
+    def nodes() -> set[str]:
+        return set(admin.get_children(ledger))
+
+    first = make(server.url())
+    lease = first.acquire(election, "first", 30.0)
+    assert lease is not None
+    # The first claim lists the ledger (sorted: junk, old-1..5, recent) and examines two nodes.
+    assert first.claim(lease, "job", now)
+    assert nodes() == {"job", "junk", "not_ours", "recent", *(f"old-{i}" for i in range(2, 6))}
+    # A mark re-claimed after the listing is not dropped: it is read again when examined.
+    admin.set(f"{ledger}/old-5", str(now).encode())
+    for fire in range(now + 1, now + 4):
+        assert first.claim(lease, "job", fire)
+    assert nodes() == {"job", "junk", "not_ours", "recent", "old-5"}
+    assert first.ledger(election) == {"job": now + 3, "recent": recent, "old-5": now}
+
+    # The ledger is listed again only after COMPACT_EVERY: a newer expired mark waits for that,
+    # or for the next leader, whose first claim lists it (junk, old-5, old-6, recent).
+    admin.create(f"{ledger}/old-6", str(old).encode())
+    assert first.claim(lease, "job", now + 4)
+    assert "old-6" in nodes()
+    first.release(lease)
+    second = make(server.url())
+    successor = campaign(second, election, "second", 30.0, timeout=10)
+    assert second.claim(successor, "job", now + 5)
+    assert "old-6" in nodes()
+    assert second.claim(successor, "job", now + 6)
+    assert nodes() == {"job", "junk", "not_ours", "recent", "old-5"}
+    assert second.ledger(election) == {"job": now + 6, "recent": recent, "old-5": now}
