@@ -194,16 +194,7 @@ def test_unreachable_backend_raises_unavailable(backend_case: BackendCase, elect
 
 def unreachable_url(case: BackendCase) -> str | None:
     """The case's URL pointed at a closed port, or ``None`` for serverless backends."""
-    if case.server is None:
-        return None
-    from tests.servers.base import free_port
-
-    port = free_port()
-    url = case.base_url
-    head, sep, rest = url.partition("://")
-    hostport, slash, tail = rest.partition("/")
-    userinfo, at, _hosts = hostport.rpartition("@")
-    return f"{head}{sep}{userinfo}{at}127.0.0.1:{port}{slash}{tail}"
+    return None if case.server is None else case.server.unreachable_url()
 
 
 def needs_claims(backend: Backend) -> None:

@@ -57,6 +57,14 @@ class Server(ABC):
     def url(self) -> str:
         """A backend URL reaching this server."""
 
+    def unreachable_url(self) -> str:
+        """This server's URL with the host pointed at a closed port (for failure tests)."""
+        port = free_port()
+        head, sep, rest = self.url().partition("://")
+        hostport, slash, tail = rest.partition("/")
+        userinfo, at, _hosts = hostport.rpartition("@")
+        return f"{head}{sep}{userinfo}{at}127.0.0.1:{port}{slash}{tail}"
+
     def ready_port(self) -> int:
         """A port that accepts connections once the server is up."""
         raise NotImplementedError
