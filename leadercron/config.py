@@ -321,6 +321,7 @@ def build(data: Mapping[str, Any], source: str = "config") -> Config:
             renew_deadline=config.election.renew_deadline,
             retry_period=config.election.retry_period,
         )
+        backend.validate_election(config.election.name)
     except ConfigError as exc:
         raise ConfigError(f"{source}: election.backend: {exc}") from None
     return config

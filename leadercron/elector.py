@@ -118,6 +118,7 @@ class Elector:
     ) -> None:
         validate_timing(ttl, renew_deadline, retry_period)
         backend.validate_timing(ttl=ttl, renew_deadline=renew_deadline, retry_period=retry_period)
+        backend.validate_election(election)
         if not election:
             raise ConfigError("election name must not be empty")
         if not identity:

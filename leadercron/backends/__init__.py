@@ -31,6 +31,7 @@ BUILTIN: dict[str, tuple[str, str | None, str | None]] = {
     "consuls": ("leadercron.backends.consul:ConsulBackend", "consul", "consul"),
     "redis": ("leadercron.backends.redis:RedisBackend", "redis", "redis"),
     "rediss": ("leadercron.backends.redis:RedisBackend", "redis", "redis"),
+    "kubernetes": ("leadercron.backends.kubernetes:KubernetesBackend", "kubernetes", "kubernetes"),
 }
 
 

@@ -187,6 +187,12 @@ class Backend(ABC):
         The default accepts everything.
         """
 
+    def validate_election(self, election: str) -> None:  # noqa: B027 - optional hook
+        """Reject an election name the backend cannot use, with a one-line ``ConfigError``.
+
+        Called when the configuration loads. The default accepts every name.
+        """
+
     def set_alarm(self, callback: Callable[[str], None] | None) -> None:
         """Register the callback the backend calls when a held lease may have become invalid.
 
