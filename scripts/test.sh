@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-servers.sh
 scripts/bootstrap.sh all,test
 scripts/install-deploy-tools.sh
-.venv/bin/ruff check leadercron tests
-.venv/bin/ruff format --check leadercron tests
+.venv/bin/ruff check leadercron tests benchmarks
+.venv/bin/ruff format --check leadercron tests benchmarks
 .venv/bin/mypy
 .venv/bin/pytest "$@"

@@ -40,7 +40,13 @@ def test_environment_of_a_command_job(tmp_path: Path) -> None:
     out = tmp_path / "env.txt"
     token = set_current_run(a_run())
     try:
-        run_command(["sh", "-c", f"env | grep -E '^LEADERCRON_(ELECTION|IDENTITY|JOB_ID|SCHEDULED_TIME|TERM)=' | sort > {out}"])
+        run_command(
+            [
+                "sh",
+                "-c",
+                f"env | grep -E '^LEADERCRON_(ELECTION|IDENTITY|JOB_ID|SCHEDULED_TIME|TERM)=' | sort > {out}",
+            ]
+        )
     finally:
         reset_current_run(token)
     assert out.read_text().splitlines() == [
