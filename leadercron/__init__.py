@@ -11,6 +11,7 @@ from leadercron.errors import (
     LeadercronError,
     MissingExtraError,
 )
+from leadercron.locks import LockHeld, hold, locked
 from leadercron.scheduler import LeaderScheduler
 from leadercron.term import Run, Term, current_run, current_term
 
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigError",
     "Elector",
     "LeaderScheduler",
+    "LockHeld",
     "LeadercronError",
     "Listener",
     "MissingExtraError",
@@ -32,4 +34,6 @@ __all__ = [
     "__version__",
     "current_run",
     "current_term",
+    "hold",
+    "locked",
 ]
