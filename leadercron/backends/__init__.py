@@ -31,6 +31,8 @@ BUILTIN: dict[str, tuple[str, str | None, str | None]] = {
     "consuls": ("leadercron.backends.consul:ConsulBackend", "consul", "consul"),
     "redis": ("leadercron.backends.redis:RedisBackend", "redis", "redis"),
     "rediss": ("leadercron.backends.redis:RedisBackend", "redis", "redis"),
+    "postgresql": ("leadercron.backends.postgres:PostgresBackend", "postgres", "psycopg"),
+    "postgres": ("leadercron.backends.postgres:PostgresBackend", "postgres", "psycopg"),
     "kubernetes": ("leadercron.backends.kubernetes:KubernetesBackend", "kubernetes", "kubernetes"),
 }
 

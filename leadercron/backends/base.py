@@ -210,6 +210,11 @@ class Backend(ABC):
         if callback is not None:
             callback(reason)
 
+    #: Whether a term also ends by ``ttl`` expiry when its holder stops renewing. ``False`` for
+    #: backends whose terms live exactly as long as the holder's session (PostgreSQL advisory
+    #: locks): a holder that hangs but stays connected keeps its term. Say so in the docs.
+    supports_expiry: ClassVar[bool] = True
+
     #: Whether this backend implements :meth:`claim` and :meth:`ledger`.
     supports_claims: ClassVar[bool] = False
 

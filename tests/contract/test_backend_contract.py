@@ -71,6 +71,7 @@ def test_renew_keeps_the_term_past_its_ttl(backend_case: BackendCase, election: 
 
 def test_an_expired_term_is_not_resurrected(backend_case: BackendCase, election: str) -> None:
     holder = backend_case.make()
+    needs_expiry(holder)
     ttl = backend_case.ttl
     lease = acquire_blocking(holder, election, "holder", ttl, timeout=10 * ttl)
     assert wait_until(lambda: holder.leader(election) is None, timeout=3 * ttl + 5, interval=0.1)
@@ -140,6 +141,7 @@ def test_wait_returns_when_a_silent_holder_expires(
     backend_case: BackendCase, election: str
 ) -> None:
     holder, waiter = backend_case.make(), backend_case.make()
+    needs_expiry(holder)
     ttl = backend_case.ttl
     acquire_blocking(holder, election, "holder", ttl, timeout=10 * ttl)
     start = time.monotonic()
@@ -195,6 +197,11 @@ def test_unreachable_backend_raises_unavailable(backend_case: BackendCase, elect
 def unreachable_url(case: BackendCase) -> str | None:
     """The case's URL pointed at a closed port, or ``None`` for serverless backends."""
     return None if case.server is None else case.server.unreachable_url()
+
+
+def needs_expiry(backend: Backend) -> None:
+    if not backend.supports_expiry:
+        pytest.skip(f"{type(backend).__name__} ends a term with its session, not by ttl")
 
 
 def needs_claims(backend: Backend) -> None:

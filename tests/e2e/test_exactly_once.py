@@ -64,6 +64,8 @@ def test_a_stopped_leader_runs_nothing_when_it_wakes(
     election: str,
     cleanup: list[Replicas],
 ) -> None:
+    if not backend_case.make().supports_expiry:
+        pytest.skip(f"{backend_case.name}: a stopped but connected holder keeps its term")
     replicas = make(backend_case, tmp_path, python_env, election)
     cleanup.append(replicas)
     t = timing(backend_case)

@@ -15,6 +15,7 @@ SERVERS: dict[str, str] = {
     "zookeeper": "tests.servers.zookeeper:ZooKeeperServer",
     "consul": "tests.servers.consul:ConsulServer",
     "redis": "tests.servers.redis:RedisServer",
+    "postgres": "tests.servers.postgres:PostgresServer",
     "kubernetes": "tests.servers.fake_kube:FakeKubeServer",
 }
 
