@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,6 +31,38 @@ def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS test server: a CA, the server's pair, and a client pair it signed."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> TLSFiles:
+        import trustme
+
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        client = ca.issue_cert("leadercron-client")
+        files = cls(
+            *(
+                directory / name
+                for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+            )
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        ca.cert_pem.write_to_path(str(files.ca))
+        server.cert_chain_pems[0].write_to_path(str(files.server_cert))
+        server.private_key_pem.write_to_path(str(files.server_key))
+        client.cert_chain_pems[0].write_to_path(str(files.client_cert))
+        client.private_key_pem.write_to_path(str(files.client_key))
+        return files
 
 
 class Server(ABC):

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.servers.base import Server, free_port, wait_for_port
+from tests.servers.base import Server, TLSFiles, free_port, wait_for_port
 
 NODE = "leadercron-test"
 
@@ -47,21 +47,13 @@ class ConsulServer(Server):
             self._make_certs()
 
     def _make_certs(self) -> None:
-        import trustme
-
-        ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1", "localhost")
-        client = ca.issue_cert("leadercron-client")
-        self.ca_file = self.workdir / "ca.pem"
-        self.server_cert = self.workdir / "server.pem"
-        self.server_key = self.workdir / "server.key"
-        self.client_cert = self.workdir / "client.pem"
-        self.client_key = self.workdir / "client.key"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        server.cert_chain_pems[0].write_to_path(str(self.server_cert))
-        server.private_key_pem.write_to_path(str(self.server_key))
-        client.cert_chain_pems[0].write_to_path(str(self.client_cert))
-        client.private_key_pem.write_to_path(str(self.client_key))
+        files = TLSFiles.make(self.workdir)
+        self.ca_file, self.server_cert, self.server_key = (
+            files.ca,
+            files.server_cert,
+            files.server_key,
+        )
+        self.client_cert, self.client_key = files.client_cert, files.client_key
 
     def hcl(self) -> list[str]:
         snippets = [

@@ -9,46 +9,12 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
-from tests.servers.base import Server, free_port, wait_for_port
+from tests.servers.base import Server, TLSFiles, free_port, wait_for_port
 
 ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
-
-
-@dataclass(frozen=True)
-class TLSFiles:
-    """PEM files for a TLS etcd: the CA, the server's pair, and a client pair it signed."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-    @classmethod
-    def make(cls, directory: Path) -> TLSFiles:
-        import trustme
-
-        ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1", "localhost")
-        client = ca.issue_cert("leadercron-client")
-        files = cls(
-            *(
-                directory / name
-                for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
-            )
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        ca.cert_pem.write_to_path(str(files.ca))
-        server.cert_chain_pems[0].write_to_path(str(files.server_cert))
-        server.private_key_pem.write_to_path(str(files.server_key))
-        client.cert_chain_pems[0].write_to_path(str(files.client_cert))
-        client.private_key_pem.write_to_path(str(files.client_key))
-        return files
 
 
 class EtcdServer(Server):

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from tests.servers.base import Server, free_port
+from tests.servers.base import Server, TLSFiles, free_port
 
 API_VERSION = "coordination.k8s.io/v1"
 _COLLECTION = re.compile(
@@ -632,16 +632,12 @@ class FakeKubeServer(Server):
         self.history = history
         self.data = self.workdir / "store.json"
         if tls:
-            import trustme
-
-            ca = trustme.CA()
-            cert = ca.issue_cert("127.0.0.1", "localhost")
-            self.ca_file = self.workdir / "ca.pem"
-            self.cert_file = self.workdir / "server.pem"
-            self.key_file = self.workdir / "server.key"
-            ca.cert_pem.write_to_path(str(self.ca_file))
-            cert.cert_chain_pems[0].write_to_path(str(self.cert_file))
-            cert.private_key_pem.write_to_path(str(self.key_file))
+            files = TLSFiles.make(self.workdir)
+            self.ca_file, self.cert_file, self.key_file = (
+                files.ca,
+                files.server_cert,
+                files.server_key,
+            )
         self.kubeconfig = self.write_kubeconfig("kubeconfig", token=token)
 
     @property

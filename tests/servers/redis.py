@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from tests.servers.base import Server, free_port
+from tests.servers.base import Server, TLSFiles, free_port
 
 
 class RedisServer(Server):
@@ -31,21 +31,13 @@ class RedisServer(Server):
             self._make_certs()
 
     def _make_certs(self) -> None:
-        import trustme
-
-        ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1", "localhost")
-        client = ca.issue_cert("leadercron-client")
-        self.ca_file = self.workdir / "ca.pem"
-        self.server_cert = self.workdir / "server.pem"
-        self.server_key = self.workdir / "server.key"
-        self.client_cert = self.workdir / "client.pem"
-        self.client_key = self.workdir / "client.key"
-        ca.cert_pem.write_to_path(str(self.ca_file))
-        server.cert_chain_pems[0].write_to_path(str(self.server_cert))
-        server.private_key_pem.write_to_path(str(self.server_key))
-        client.cert_chain_pems[0].write_to_path(str(self.client_cert))
-        client.private_key_pem.write_to_path(str(self.client_key))
+        files = TLSFiles.make(self.workdir)
+        self.ca_file, self.server_cert, self.server_key = (
+            files.ca,
+            files.server_cert,
+            files.server_key,
+        )
+        self.client_cert, self.client_key = files.client_cert, files.client_key
 
     def command(self) -> list[str]:
         cmd = [
