@@ -12,6 +12,15 @@ from leadercron.backends import from_url
 from tests.conftest import PYTHON
 
 
+def spawn(
+    config: Path, identity: str, logdir: Path, env: dict[str, str], *extra: str
+) -> subprocess.Popen[bytes]:
+    """Start ``leadercron run`` for one replica; its output goes to ``logdir/<identity>.log``."""
+    log = open(logdir / f"{identity}.log", "ab")  # noqa: SIM115 - owned by the process
+    argv = [PYTHON, "-m", "leadercron", "run", "--config", str(config), "--identity", identity]
+    return subprocess.Popen([*argv, *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
 class Replicas:
     """Starts replicas of one config; each run appends ``identity fire term started`` to a file."""
 
@@ -62,22 +71,7 @@ jobs:
         old = self.procs.get(identity)
         if old is not None and old.poll() is None:
             raise RuntimeError(f"{identity} is running")
-        log = open(self.tmp / f"{identity}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.procs[identity] = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "leadercron",
-                "run",
-                "--config",
-                str(self.config),
-                "--identity",
-                identity,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-        )
+        self.procs[identity] = spawn(self.config, identity, self.tmp, self.env)
 
     def kill(self, identity: str) -> None:
         proc = self.procs[identity]

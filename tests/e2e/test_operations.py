@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PYTHON, wait_until
+from tests.conftest import wait_until
+from tests.e2e.harness import spawn
 
 pytestmark = pytest.mark.slow
 
@@ -80,23 +81,8 @@ jobs:
     def start(self, identity: str) -> None:
         port = free_port()
         self.urls[identity] = f"http://127.0.0.1:{port}"
-        log = open(self.tmp / f"{identity}.log", "ab")  # noqa: SIM115 - owned by the process
-        self.procs[identity] = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "leadercron",
-                "run",
-                "--config",
-                str(self.config),
-                "--identity",
-                identity,
-                "--http-listen",
-                f"127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
+        self.procs[identity] = spawn(
+            self.config, identity, self.tmp, self.env, "--http-listen", f"127.0.0.1:{port}"
         )
 
     def get(self, identity: str, path: str) -> tuple[int, bytes] | None:
