@@ -10,9 +10,10 @@ pids=()
 cleanup() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup INT TERM EXIT
 for i in $(seq 1 "$replicas"); do
-  .venv/bin/leadercron run --config examples/demo.yaml --identity "replica-$i" 2>&1 \
-    | sed -u "s/^/[replica-$i] /" &
-  pids+=("$(jobs -p | tail -1)")
+  # $! must be leadercron itself (not a pipeline's last stage), so that cleanup reaches it.
+  .venv/bin/leadercron run --config examples/demo.yaml --identity "replica-$i" \
+    > >(sed -u "s/^/[replica-$i] /") 2>&1 &
+  pids+=("$!")
 done
 sleep 1
 echo "demo: ${replicas} replicas running; leadercron processes:"
