@@ -420,15 +420,16 @@ class Handler(BaseHTTPRequestHandler):
     # -- plumbing ------------------------------------------------------------------------------
 
     def _send(self, code: int, body: dict[str, Any]) -> None:
+        # Count before answering: a client that reads the stats after its answer sees its request.
+        if not self.path.startswith("/fake/"):
+            with self.store.cond:
+                self.store.stats[f"{self.command} {code}"] += 1
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        if not self.path.startswith("/fake/"):
-            with self.store.cond:
-                self.store.stats[f"{self.command} {code}"] += 1
 
     def _body(self) -> Any:
         if not self._raw:
