@@ -32,6 +32,9 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
         help="YAML config file (default: $LEADERCRON_CONFIG)",
     )
     group = parser.add_argument_group("overrides (flags beat LEADERCRON_* variables beat the file)")
+    group.add_argument(
+        "--mode", dest=".mode", choices=["leader", "per-job"], help="leader (default) or per-job"
+    )
     group.add_argument("--election", dest="election.name", metavar="NAME")
     group.add_argument("--backend", dest="election.backend", metavar="URL")
     group.add_argument("--identity", dest="election.identity", metavar="ID")
@@ -80,8 +83,17 @@ def _load(args: argparse.Namespace) -> Any:
 
 def cmd_check(args: argparse.Namespace) -> int:
     loaded = _load(args)
+    scheme = loaded.election.backend.split("://")[0]
+    if loaded.mode == "per-job":
+        locks = ", ".join(
+            f"{loaded.lock_name(job)} ({loaded.lock_ttl(job):g}s)" for job in loaded.jobs
+        )
+        print(
+            f"ok: per-job mode on {scheme}://, {len(loaded.jobs)} job(s), locks: {locks or 'none'}"
+        )
+        return EXIT_OK
     print(
-        f"ok: election {loaded.election.name!r} on {loaded.election.backend.split('://')[0]}://, "
+        f"ok: election {loaded.election.name!r} on {scheme}://, "
         f"{len(loaded.jobs)} job(s), ttl {loaded.election.ttl:g}s, renew_deadline "
         f"{loaded.election.renew_deadline:g}s, retry_period {loaded.election.retry_period:g}s"
     )

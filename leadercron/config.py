@@ -75,6 +75,7 @@ class SchedulerConfig(_Section):
     grace_period: Duration = 30.0
     max_workers: int = Field(default=10, ge=1, le=1000)
     interval_origin: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    lock_ttl: Duration = 30.0
 
     @field_validator("timezone")
     @classmethod
@@ -85,7 +86,7 @@ class SchedulerConfig(_Section):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @field_validator("misfire_grace_time")
+    @field_validator("misfire_grace_time", "lock_ttl")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value <= 0:
@@ -135,6 +136,8 @@ class JobConfig(_Section):
     misfire_grace_time: Duration | None = None
     coalesce: bool | None = None
     start_date: datetime | None = None
+    lock: str | None = Field(default=None, min_length=1, max_length=253)
+    lock_ttl: Duration | None = None
 
     @model_validator(mode="after")
     def _one_trigger_one_target(self) -> JobConfig:
@@ -156,10 +159,16 @@ class JobConfig(_Section):
             _check_cron(self.cron)
         if self.func is not None and ":" not in self.func:
             raise ValueError(f"func must look like 'package.module:function', got {self.func!r}")
+        if self.lock_ttl is not None and self.lock_ttl <= 0:
+            raise ValueError("lock_ttl must be greater than 0")
         return self
 
 
+Mode = Literal["leader", "per-job"]
+
+
 class Config(_Section):
+    mode: Mode = "leader"
     election: ElectionConfig
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -175,6 +184,46 @@ class Config(_Section):
                 raise ValueError(f"duplicate job id {job.id!r}")
             seen.add(job.id)
         return jobs
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        return value.strip().lower().replace("_", "-") if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _per_job_settings(self) -> Config:
+        for index, job in enumerate(self.jobs):
+            where = f"jobs[{index}]"
+            if self.mode == "leader":
+                for key in ("lock", "lock_ttl"):
+                    if getattr(job, key) is not None:
+                        raise ValueError(f"{where}.{key} applies only with mode: per-job")
+                continue
+            if job.max_instances != 1:
+                raise ValueError(
+                    f"{where}.max_instances must be 1 with mode: per-job (the job's lock lets "
+                    "one run at a time across all replicas)"
+                )
+            ttl = self.lock_ttl(job)
+            if job.interval is not None and ttl >= job.interval:
+                source = "lock_ttl" if job.lock_ttl is not None else "scheduler.lock_ttl"
+                raise ValueError(
+                    f"{where}: {source} {ttl:g}s is not shorter than the interval "
+                    f"{job.interval:g}s: a replica that dies holding the lock would keep every "
+                    f"replica from the next fire; set {where}.lock_ttl below {job.interval:g}s "
+                    "(long runs are extended while they run)"
+                )
+        return self
+
+    def lock_ttl(self, job: JobConfig) -> float:
+        """The lock ttl of a job in per-job mode."""
+        return job.lock_ttl if job.lock_ttl is not None else self.scheduler.lock_ttl
+
+    def lock_name(self, job: JobConfig) -> str:
+        """The lock of a job in per-job mode: ``lock``, else ``<election>.<job id>``."""
+        from leadercron.perjob import lock_name
+
+        return job.lock or lock_name(self.election.name, job.id)
 
 
 def _check_cron(expression: str) -> None:
@@ -199,6 +248,7 @@ ENV_SETTINGS: dict[str, tuple[str, ...]] = {
         "grace_period",
         "max_workers",
         "interval_origin",
+        "lock_ttl",
     ),
     "http": ("listen",),
     "log": ("level", "format"),
@@ -250,15 +300,21 @@ def merge_overrides(
             raise ConfigError(f"{section}: expected a mapping, got {type(current).__name__}")
         current[key] = value
 
+    if "LEADERCRON_MODE" in env:
+        merged["mode"] = env["LEADERCRON_MODE"]
     for section, keys in ENV_SETTINGS.items():
         for key in keys:
             name = f"LEADERCRON_{section}_{key}".upper()
             if name in env:
                 put(section, key, env[name])
     for dotted, value in (flags or {}).items():
-        if value is not None:
-            section, _, key = dotted.partition(".")
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if section:
             put(section, key, value)
+        else:  # a top-level setting, such as ".mode"
+            merged[key] = value
     return merged
 
 
@@ -324,7 +380,29 @@ def build(data: Mapping[str, Any], source: str = "config") -> Config:
         backend.validate_election(config.election.name)
     except ConfigError as exc:
         raise ConfigError(f"{source}: election.backend: {exc}") from None
+    if config.mode == "per-job":
+        _check_locks(config, backend, source)
     return config
+
+
+def _check_locks(config: Config, backend: Any, source: str) -> None:
+    """Per-job mode: every job's lock name and lock ttl must suit the backend; names unique."""
+    owners: dict[str, str] = {}
+    for index, job in enumerate(config.jobs):
+        name, ttl = config.lock_name(job), config.lock_ttl(job)
+        if name in owners:
+            raise ConfigError(
+                f"{source}: jobs[{index}]: lock {name!r} is also the lock of job "
+                f"{owners[name]!r}; give each job its own lock"
+            )
+        owners[name] = job.id
+        try:
+            backend.validate_election(name)
+            backend.validate_timing(ttl=ttl, renew_deadline=ttl * 2 / 3, retry_period=ttl / 3)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{source}: jobs[{index}] (lock {name!r}, lock_ttl {ttl:g}s): {exc}"
+            ) from None
 
 
 def load(

@@ -41,7 +41,8 @@ from leadercron.backends.base import Backend, LeaderInfo
 from leadercron.elector import Elector, State
 from leadercron.errors import ConfigError
 from leadercron.metrics import Metrics, backend_kind
-from leadercron.scheduler import LeaderScheduler
+from leadercron.perjob import PerJobScheduler
+from leadercron.scheduler import GuardedScheduler
 from leadercron.term import format_time
 
 log = logging.getLogger("leadercron.http")
@@ -208,26 +209,34 @@ class HttpServer:
         self,
         listen: str,
         *,
-        elector: Elector,
+        elector: Elector | None = None,
         metrics: Metrics,
-        scheduler: LeaderScheduler | None = None,
+        scheduler: GuardedScheduler | None = None,
         stuck_timeout: float | None = None,
         leader_timeout: float = 1.0,
     ) -> None:
         self.listen = listen
         self.host, self.port = parse_listen(listen)
-        self.elector = elector
         self.metrics = metrics
         self.scheduler = scheduler
-        if stuck_timeout is None:
-            stuck_timeout = max(elector.ttl - elector.renew_deadline, elector.retry_period)
-        self.stuck_timeout = stuck_timeout
-        self.leader_lookup = LeaderLookup(
-            elector.backend,
-            elector.election,
-            timeout=leader_timeout,
-            max_age=min(1.0, elector.retry_period),
-        )
+        self.stuck_timeout = 0.0
+        self.leader_lookup: LeaderLookup | None = None
+        if elector is None:
+            if not isinstance(scheduler, PerJobScheduler):
+                raise ValueError("HttpServer needs an elector, or a PerJobScheduler (per-job mode)")
+            self.per_job: PerJobScheduler | None = scheduler
+        else:
+            self.per_job = None
+            if stuck_timeout is None:
+                stuck_timeout = max(elector.ttl - elector.renew_deadline, elector.retry_period)
+            self.stuck_timeout = stuck_timeout
+            self.leader_lookup = LeaderLookup(
+                elector.backend,
+                elector.election,
+                timeout=leader_timeout,
+                max_age=min(1.0, elector.retry_period),
+            )
+        self._elector = elector
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -290,6 +299,8 @@ class HttpServer:
                 return 200, TEXT, b"ok\n"
             return 503, TEXT, b"not ready: the backend has not answered yet\n"
         if path == "/leader":
+            if self.per_job is not None:
+                return 404, TEXT, b"per-job mode: no leader election (every replica runs jobs)\n"
             if self.elector.is_leader():
                 return 200, TEXT, b"leader\n"
             return 503, TEXT, b"not leader\n"
@@ -299,8 +310,22 @@ class HttpServer:
             return 200, TEXT, ("\n".join(ENDPOINTS) + "\n").encode()
         return 404, TEXT, b"not found\n"
 
+    @property
+    def elector(self) -> Elector:
+        """The elector (leader mode only)."""
+        if self._elector is None:
+            raise RuntimeError("per-job mode has no elector")
+        return self._elector
+
     def healthy(self) -> tuple[bool, str]:
-        """Liveness: the elector loop runs, and it is not stuck as a leader past its deadline."""
+        """Liveness: the elector loop runs, and it is not stuck as a leader past its deadline.
+
+        In per-job mode: the scheduler is dispatching.
+        """
+        if self.per_job is not None:
+            if self.per_job.alive:
+                return True, "ok"
+            return False, "unhealthy: the scheduler is not dispatching"
         if not self.elector.alive:
             return False, "unhealthy: the elector loop is not running"
         deadline = self._local_deadline()
@@ -325,9 +350,12 @@ class HttpServer:
 
     def status(self) -> dict[str, Any]:
         """The ``/status`` document."""
+        if self.per_job is not None:
+            return self._per_job_status(self.per_job)
         elector = self.elector
         term = elector.term()
         holding = elector.state in (State.LEADER, State.STEPPING_DOWN)
+        assert self.leader_lookup is not None
         answer = self.leader_lookup.get()
         leader: dict[str, Any] | None = None
         if answer.info is not None:
@@ -336,6 +364,7 @@ class HttpServer:
         return {
             "identity": elector.identity,
             "election": elector.election,
+            "mode": "leader",
             "backend": {"kind": backend_kind(url), "url": url},
             "state": elector.state.value,
             "role": "leader" if term is not None else "follower",
@@ -354,6 +383,31 @@ class HttpServer:
                 "ttl": elector.ttl,
                 "renew_deadline": elector.renew_deadline,
                 "retry_period": elector.retry_period,
+            },
+            "jobs": self._jobs(),
+        }
+
+    def _per_job_status(self, scheduler: PerJobScheduler) -> dict[str, Any]:
+        url = scheduler.backend.url
+        return {
+            "identity": scheduler.identity,
+            "election": scheduler.election,
+            "mode": "per-job",
+            "backend": {"kind": backend_kind(url), "url": url},
+            "state": "running" if scheduler.alive else "stopped",
+            "backend_up": self.metrics.backend_up_now,
+            "ready": self.metrics.backend_answered,
+            "locks_held": [
+                {
+                    "job": held.job_id,
+                    "lock": held.lock,
+                    "term": held.token,
+                    "since": _time(held.since),
+                }
+                for held in scheduler.held_locks()
+            ],
+            "lock_ttl": {
+                job.id: scheduler.ttl_for(job.id) for job in scheduler.scheduler.get_jobs()
             },
             "jobs": self._jobs(),
         }

@@ -42,14 +42,20 @@ class Holding:
     """A lock being held: its current lease, and whether it is still held."""
 
     def __init__(
-        self, backend: Backend, lease: Lease, on_lost: Callable[[str], None] | None
+        self,
+        backend: Backend,
+        lease: Lease,
+        on_lost: Callable[[str], None] | None,
+        *,
+        acquired_at: float | None = None,
     ) -> None:
         self.backend = backend
         self.lease = lease
-        self._on_lost = on_lost
+        self.on_lost = on_lost
         self._lost: str | None = None
         self._stop = threading.Event()
-        self._renewed_at = time.monotonic()
+        # The instant the acquire was *sent* (the backend's ttl runs from no earlier than that).
+        self._renewed_at = time.monotonic() if acquired_at is None else acquired_at
         self._thread = threading.Thread(
             target=self._extend, name=f"leadercron-lock-{lease.election}", daemon=True
         )
@@ -66,8 +72,8 @@ class Holding:
             log.warning(
                 "lock lost lock=%s term=%d: %s", self.lease.election, self.lease.token, reason
             )
-            if self._on_lost is not None:
-                self._on_lost(reason)
+            if self.on_lost is not None:
+                self.on_lost(reason)
 
     def _extend(self) -> None:
         period = self.lease.ttl / 3
@@ -110,10 +116,11 @@ def hold(
     if ttl <= 0:
         raise ValueError("ttl must be greater than 0")
     who = identity or f"{socket.gethostname()}-{threading.get_native_id()}"
+    sent = time.monotonic()
     lease = backend.acquire(name, who, ttl)
     if lease is None:
         raise LockHeld(f"lock {name!r} is held by another holder")
-    holding = Holding(backend, lease, on_lost)
+    holding = Holding(backend, lease, on_lost, acquired_at=sent)
     holding.start()
     try:
         yield holding

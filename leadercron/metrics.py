@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import (
@@ -67,6 +68,14 @@ METRIC_NAMES = (
     "leadercron_claims_rejected_total",
 )
 
+#: Metrics exported only in per-job mode (instead of the election's ``is_leader``, ``term``,
+#: ``lease_*``, ``leader_transitions`` and ``campaign`` series, which need an elector).
+PER_JOB_METRIC_NAMES = (
+    "leadercron_locks_held",
+    "leadercron_lock_skips_total",
+    "leadercron_lock_losses_total",
+)
+
 
 def backend_kind(url: str) -> str:
     """The backend's URL scheme (``file``, ``etcd``, ...), or ``unknown``."""
@@ -92,12 +101,15 @@ class Metrics(Listener):
 
     def __init__(
         self,
-        elector: Elector,
+        elector: Elector | None = None,
         *,
         jobs: Iterable[str] = (),
         registry: CollectorRegistry | None = None,
         version: str | None = None,
         process_collectors: bool = True,
+        election: str | None = None,
+        identity: str | None = None,
+        backend_url: str | None = None,
     ) -> None:
         self.elector = elector
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -105,9 +117,16 @@ class Metrics(Listener):
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
-        self._clock = elector.clock
+        if elector is not None:
+            election, identity = elector.election, elector.identity
+            backend_url = elector.backend.url
+            self._clock: Any = elector.clock
+        else:
+            if election is None or identity is None or backend_url is None:
+                raise ValueError("without an elector, pass election, identity and backend_url")
+            self._clock = time
         self._wall = time.time
-        self._labels = {"election": elector.election, "identity": elector.identity}
+        self._labels = {"election": election, "identity": identity}
         self._jobs_seen: set[str] = set()
         self._jobs_lock = threading.Lock()
         names = ("election", "identity")
@@ -122,51 +141,7 @@ class Metrics(Listener):
             ("version", "backend"),
             registry=reg,
         )
-        build.labels(version=version, backend=backend_kind(elector.backend.url)).set(1)
-
-        self.is_leader = Gauge(
-            "leadercron_is_leader",
-            "1 if this replica may dispatch jobs at scrape time (leads, deadline ahead, no doubt).",
-            names,
-            registry=reg,
-        )
-        self.is_leader.labels(**self._labels).set_function(
-            lambda: 1.0 if self.elector.is_leader() else 0.0
-        )
-        self.term = Gauge(
-            "leadercron_term",
-            "Fencing token of the term this replica dispatches in at scrape time; 0 when it does "
-            "not lead.",
-            names,
-            registry=reg,
-        )
-        self.term.labels(**self._labels).set_function(self._term_token)
-        self.remaining = Gauge(
-            "leadercron_lease_remaining_seconds",
-            "Seconds until this replica's local renew deadline; 0 when it does not lead.",
-            names,
-            registry=reg,
-        )
-        self.remaining.labels(**self._labels).set_function(self.elector.remaining)
-        self.transitions = Counter(
-            "leadercron_leader_transitions_total",
-            "Terms this replica started (each one a change of leader for the election).",
-            names,
-            registry=reg,
-        )
-        self.renewals = Counter(
-            "leadercron_lease_renewals_total",
-            "Renew attempts by this replica, by result (failure: an error, a timeout or a loss).",
-            (*names, "result"),
-            registry=reg,
-        )
-        self.renew_duration = Histogram(
-            "leadercron_lease_renew_duration_seconds",
-            "Time a renew attempt took, until the backend answered or the elector gave up.",
-            names,
-            buckets=RENEW_BUCKETS,
-            registry=reg,
-        )
+        build.labels(version=version, backend=backend_kind(backend_url)).set(1)
         self.backend_up = Gauge(
             "leadercron_backend_up",
             "1 if the backend's last answer to this replica was a success, 0 after a failure or "
@@ -174,17 +149,11 @@ class Metrics(Listener):
             names,
             registry=reg,
         )
-        self.campaign_duration = Histogram(
-            "leadercron_campaign_duration_seconds",
-            "Time from starting to campaign (at start, or after losing a term) until elected.",
-            names,
-            buckets=CAMPAIGN_BUCKETS,
-            registry=reg,
-        )
+        self.backend_up.labels(**self._labels).set(0)
         self.job_runs = Counter(
             "leadercron_job_runs_total",
             "Fires this replica handled, by outcome: success, error, or skipped (not leading at "
-            "that instant, or scheduled before the term began).",
+            "that instant, scheduled before the term began, or the job's lock held elsewhere).",
             (*job_names, "outcome"),
             registry=reg,
         )
@@ -213,13 +182,12 @@ class Metrics(Listener):
             job_names,
             registry=reg,
         )
-
-        for result in ("success", "failure"):
-            self.renewals.labels(**self._labels, result=result)
-        self.transitions.labels(**self._labels)
-        self.backend_up.labels(**self._labels).set(0)
-        self.renew_duration.labels(**self._labels)
-        self.campaign_duration.labels(**self._labels)
+        self.lock_skips: Counter | None = None
+        self.lock_losses: Counter | None = None
+        if elector is not None:
+            self._election_series(elector, names)
+        else:
+            self._per_job_series(job_names)
         for job in jobs:
             self._job_series(job)
 
@@ -228,6 +196,103 @@ class Metrics(Listener):
         # Local (elector clock) instant the current term stops dispatching; None when not leading.
         self._deadline: float | None = None
         self._campaign_started: float | None = self._clock.monotonic()
+
+    def _election_series(self, elector: Elector, names: tuple[str, ...]) -> None:
+        """The series that describe this replica's place in the election (leader mode)."""
+        reg = self.registry
+        self.is_leader = Gauge(
+            "leadercron_is_leader",
+            "1 if this replica may dispatch jobs at scrape time (leads, deadline ahead, no doubt).",
+            names,
+            registry=reg,
+        )
+        self.is_leader.labels(**self._labels).set_function(
+            lambda: 1.0 if elector.is_leader() else 0.0
+        )
+        self.term = Gauge(
+            "leadercron_term",
+            "Fencing token of the term this replica dispatches in at scrape time; 0 when it does "
+            "not lead.",
+            names,
+            registry=reg,
+        )
+        self.term.labels(**self._labels).set_function(self._term_token)
+        self.remaining = Gauge(
+            "leadercron_lease_remaining_seconds",
+            "Seconds until this replica's local renew deadline; 0 when it does not lead.",
+            names,
+            registry=reg,
+        )
+        self.remaining.labels(**self._labels).set_function(elector.remaining)
+        self.transitions = Counter(
+            "leadercron_leader_transitions_total",
+            "Terms this replica started (each one a change of leader for the election).",
+            names,
+            registry=reg,
+        )
+        self.renewals = Counter(
+            "leadercron_lease_renewals_total",
+            "Renew attempts by this replica, by result (failure: an error, a timeout or a loss).",
+            (*names, "result"),
+            registry=reg,
+        )
+        self.renew_duration = Histogram(
+            "leadercron_lease_renew_duration_seconds",
+            "Time a renew attempt took, until the backend answered or the elector gave up.",
+            names,
+            buckets=RENEW_BUCKETS,
+            registry=reg,
+        )
+        self.campaign_duration = Histogram(
+            "leadercron_campaign_duration_seconds",
+            "Time from starting to campaign (at start, or after losing a term) until elected.",
+            names,
+            buckets=CAMPAIGN_BUCKETS,
+            registry=reg,
+        )
+        for result in ("success", "failure"):
+            self.renewals.labels(**self._labels, result=result)
+        self.transitions.labels(**self._labels)
+        self.renew_duration.labels(**self._labels)
+        self.campaign_duration.labels(**self._labels)
+
+    def _per_job_series(self, job_names: tuple[str, ...]) -> None:
+        """The series of per-job mode: job locks held, fires skipped on a held lock, locks lost."""
+        reg = self.registry
+        self.locks_held = Gauge(
+            "leadercron_locks_held",
+            "Job locks this replica holds at scrape time (per-job mode).",
+            tuple(self._labels),
+            registry=reg,
+        )
+        self._locks_held_fn: Callable[[], float] = lambda: 0.0
+        self.locks_held.labels(**self._labels).set_function(self._locks_held)
+        self.lock_skips = Counter(
+            "leadercron_lock_skips_total",
+            "Fires this replica skipped because another replica held the job's lock (per-job "
+            "mode; also counted as skipped in leadercron_job_runs_total).",
+            job_names,
+            registry=reg,
+        )
+        self.lock_losses = Counter(
+            "leadercron_lock_losses_total",
+            "Runs whose job lock was lost while they ran (an extension failed; per-job mode).",
+            job_names,
+            registry=reg,
+        )
+
+    def _locks_held(self) -> float:
+        return self._locks_held_fn()
+
+    def count_locks(self, held: Callable[[], float]) -> None:
+        """Report ``held()`` as ``leadercron_locks_held`` at scrape time (per-job mode)."""
+        self._locks_held_fn = held
+
+    def lock_lost(self, job_id: str) -> None:
+        """Count a run whose job lock was lost while it ran (per-job mode)."""
+        if self.lock_losses is not None:
+            self._job_series(job_id)
+            self.lock_losses.labels(**self._labels, job=job_id).inc()
 
     # -- what the health endpoints read ---------------------------------------------------------
 
@@ -257,6 +322,7 @@ class Metrics(Listener):
         self._campaign_started = self._clock.monotonic()
 
     def elected(self, term: Term) -> None:
+        assert self.elector is not None
         now = self._clock.monotonic()
         self._deadline = now + self.elector.remaining()
         started, self._campaign_started = self._campaign_started, None
@@ -271,7 +337,7 @@ class Metrics(Listener):
     def renewed(self, term: Term, ok: bool, seconds: float) -> None:
         self.renewals.labels(**self._labels, result="success" if ok else "failure").inc()
         self.renew_duration.labels(**self._labels).observe(max(0.0, seconds))
-        if ok and self._deadline is not None:
+        if ok and self._deadline is not None and self.elector is not None:
             # The elector's new deadline: the instant the renew was sent + renew_deadline.
             sent = self._clock.monotonic() - seconds
             self._deadline = sent + self.elector.renew_deadline
@@ -290,6 +356,10 @@ class Metrics(Listener):
         labels = {**self._labels, "job": job_id}
         if outcome == "rejected":  # the backend refused the fenced claim: skipped, and counted
             self.claim_rejected(job_id)
+            outcome = "skipped"
+        if outcome == "locked":  # another replica held the job's lock: skipped, and counted
+            if self.lock_skips is not None:
+                self.lock_skips.labels(**labels).inc()
             outcome = "skipped"
         if outcome == "missed":
             self.fires_missed.labels(**labels).inc()
@@ -311,6 +381,7 @@ class Metrics(Listener):
     # -- helpers --------------------------------------------------------------------------------
 
     def _term_token(self) -> float:
+        assert self.elector is not None
         term = self.elector.term()
         return 0.0 if term is None else float(term.token)
 
@@ -327,4 +398,7 @@ class Metrics(Listener):
             self.job_duration.labels(**labels)
             self.fires_missed.labels(**labels)
             self.claims_rejected.labels(**labels)
+            for counter in (self.lock_skips, self.lock_losses):
+                if counter is not None:
+                    counter.labels(**labels)
             self._jobs_seen.add(job_id)

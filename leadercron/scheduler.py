@@ -58,32 +58,29 @@ def fire_key(moment: datetime) -> int:
 OnLost = Literal["finish", "cancel"]
 
 
-class LeaderScheduler(Listener):
-    """Binds an APScheduler scheduler to an :class:`~leadercron.elector.Elector`.
+class GuardedScheduler:
+    """An APScheduler 3 scheduler whose every run passes a dispatch guard (the shared part).
 
-    ``scheduler`` is a not-yet-started ``BackgroundScheduler`` (or ``BlockingScheduler``
-    run from a thread) or ``AsyncIOScheduler``; leadercron installs its guarded executor as the
-    scheduler's ``default`` executor. ``on_lost`` says what happens to runs in flight when the
-    term ends: ``"finish"`` lets them complete (they can watch ``current_term().held``),
-    ``"cancel"`` cancels them (command jobs are terminated; Python jobs see
-    ``current_run().cancelled``). ``origin`` anchors interval triggers.
+    The guard runs in the worker, right before the job: :meth:`_gate` says whether this replica
+    may dispatch at all, then :meth:`_admit` decides for this one fire and returns the
+    :class:`~leadercron.term.Run` it runs under; :meth:`_done` runs after the job. Subclasses:
+    :class:`LeaderScheduler` (one leader runs every job) and
+    :class:`leadercron.perjob.PerJobScheduler` (every replica runs, each fire takes its job's lock).
     """
 
     def __init__(
         self,
         scheduler: BaseScheduler,
-        elector: Elector,
         *,
         on_lost: OnLost = "finish",
         origin: datetime = EPOCH,
         max_workers: int = 10,
     ) -> None:
         if scheduler.running:
-            raise RuntimeError("LeaderScheduler needs a scheduler that has not been started")
+            raise RuntimeError(f"{type(self).__name__} needs a scheduler that has not been started")
         if on_lost not in ("finish", "cancel"):
             raise ConfigError(f"on_lost must be 'finish' or 'cancel', got {on_lost!r}")
         self.scheduler = scheduler
-        self.elector = elector
         self.on_lost = on_lost
         self.origin = origin if origin.tzinfo else origin.replace(tzinfo=UTC)
         self._accepting = True
@@ -92,7 +89,6 @@ class LeaderScheduler(Listener):
         self.outcomes: dict[str, tuple[str, datetime]] = {}
         self._observers: list[Callable[[str, str, float], None]] = []
         self._install_executor(max_workers)
-        elector.subscribe(self)
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -125,28 +121,25 @@ class LeaderScheduler(Listener):
         """Call ``callback(job_id, outcome, seconds)`` after every run or skip."""
         self._observers.append(callback)
 
-    # -- life cycle ----------------------------------------------------------------------------
-
     def start(self) -> None:
-        """Start the scheduler paused and the elector; jobs run once this replica leads."""
-        if self.scheduler.state == STATE_STOPPED:
-            self.scheduler.start(paused=True)
-        self.elector.start()
+        """Start dispatching (and campaigning, in leader mode)."""
+        raise NotImplementedError
+
+    def shutdown(self, grace: float, *, release: bool = True) -> bool:
+        """Stop dispatching, give running jobs ``grace`` seconds, cancel the rest, let go.
+
+        Returns whether every run finished within the grace period.
+        """
+        raise NotImplementedError
 
     def running_runs(self) -> list[Run]:
         with self._running_cond:
             return list(self._running)
 
-    def shutdown(self, grace: float, *, release: bool = True) -> bool:
-        """Stop dispatching, let running jobs finish for up to ``grace`` seconds, then resign.
-
-        Runs still going after ``grace`` are cancelled. The lease is released last (so the
-        fencing token stays valid while jobs finish), which hands leadership over at once.
-        Returns whether every run finished within the grace period.
-        """
+    def _stop_accepting(self, grace: float) -> bool:
+        """Stop dispatching, let running jobs finish for up to ``grace`` s, cancel the rest."""
         self._accepting = False
         self._pause()
-        deadline = time.monotonic() + grace
         with self._running_cond:
             finished = self._running_cond.wait_for(
                 lambda: not self._running, timeout=max(0.0, grace)
@@ -163,6 +156,197 @@ class LeaderScheduler(Listener):
                 run.cancel()
             with self._running_cond:
                 self._running_cond.wait_for(lambda: not self._running, timeout=5.0)
+        return finished
+
+    def _pause(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.pause()
+
+    # -- dispatch (worker threads) ---------------------------------------------------------------
+
+    def _gate(self) -> str | None:
+        """Why this replica may not dispatch at all right now, or ``None`` if it may try."""
+        return None if self._accepting else "shutting down"
+
+    def _admit(self, job: Job, run_time: datetime) -> tuple[Run | None, str]:
+        """A Run if this replica may start this fire now, else ``(None, reason)``."""
+        raise NotImplementedError
+
+    def _done(self, run: Run) -> None:
+        """Called after a run ends (success or error), before its outcome is recorded."""
+
+    def _track(self, run: Run) -> Run:
+        with self._running_cond:
+            self._running.add(run)
+        return run
+
+    def _finish(self, run: Run) -> None:
+        with self._running_cond:
+            self._running.discard(run)
+            self._running_cond.notify_all()
+
+    def _record(self, job_id: str, outcome: str, seconds: float) -> None:
+        self.outcomes[job_id] = (outcome, datetime.now(UTC))
+        for callback in self._observers:
+            callback(job_id, outcome, seconds)
+
+    def _before(
+        self, job: Job, alias: str, run_time: datetime, events: list[JobExecutionEvent]
+    ) -> Run | None:
+        """The gate, lateness and the admission of one fire; returns the admitted Run or None."""
+        gate = self._gate()
+        if gate is not None:
+            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
+            log.info("skipped job=%s scheduled=%s: %s", job.id, format_time(run_time), gate)
+            self._record(job.id, "skipped", 0.0)
+            return None
+        if job.misfire_grace_time is not None:
+            late = datetime.now(UTC) - run_time
+            if late > timedelta(seconds=job.misfire_grace_time):
+                events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
+                log.warning(
+                    "missed job=%s scheduled=%s late_by=%.3fs",
+                    job.id,
+                    format_time(run_time),
+                    late.total_seconds(),
+                )
+                self._record(job.id, "missed", 0.0)
+                return None
+        run, reason = self._admit(job, run_time)
+        if run is None:
+            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
+            log.info("skipped job=%s scheduled=%s: %s", job.id, format_time(run_time), reason)
+            self._record(job.id, _skip_outcome(reason), 0.0)
+        return run
+
+    def _after(
+        self,
+        run: Run,
+        alias: str,
+        started: float,
+        events: list[JobExecutionEvent],
+        retval: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        seconds = time.monotonic() - started
+        self._finish(run)
+        self._done(run)
+        outcome = "success" if error is None else "error"
+        line = "job=%s scheduled=%s identity=%s term=%d outcome=%s duration=%.3fs"
+        fields = (
+            run.job_id,
+            format_time(run.scheduled_time),
+            run.term.identity,
+            run.term.token,
+            outcome,
+            seconds,
+        )
+        if error is None:
+            log.info(line, *fields)
+            events.append(
+                JobExecutionEvent(
+                    EVENT_JOB_EXECUTED, run.job_id, alias, run.scheduled_time, retval=retval
+                )
+            )
+        else:
+            log.error(line + " error=%s", *fields, f"{type(error).__name__}: {error}")
+            tb = "".join(traceback.format_tb(error.__traceback__))
+            events.append(
+                JobExecutionEvent(
+                    EVENT_JOB_ERROR,
+                    run.job_id,
+                    alias,
+                    run.scheduled_time,
+                    exception=error,
+                    traceback=tb,
+                )
+            )
+        self._record(run.job_id, outcome, seconds)
+
+    def run_job(
+        self, job: Job, alias: str, run_times: list[datetime], logger_name: str
+    ) -> list[JobExecutionEvent]:
+        """Replacement for APScheduler's ``run_job``: the same, plus the dispatch guard."""
+        events: list[JobExecutionEvent] = []
+        for run_time in run_times:
+            run = self._before(job, alias, run_time, events)
+            if run is None:
+                continue
+            token = set_current_run(run)
+            started = time.monotonic()
+            try:
+                retval = job.func(*job.args, **job.kwargs)
+            except BaseException:
+                self._after(run, alias, started, events, error=sys.exc_info()[1])
+            else:
+                self._after(run, alias, started, events, retval=retval)
+            finally:
+                reset_current_run(token)
+        return events
+
+    async def run_coroutine_job(
+        self, job: Job, alias: str, run_times: list[datetime], logger_name: str
+    ) -> list[JobExecutionEvent]:
+        """Coroutine version of :meth:`run_job`."""
+        events: list[JobExecutionEvent] = []
+        for run_time in run_times:
+            run = self._before(job, alias, run_time, events)
+            if run is None:
+                continue
+            token = set_current_run(run)
+            started = time.monotonic()
+            try:
+                retval = await job.func(*job.args, **job.kwargs)
+            except BaseException:
+                self._after(run, alias, started, events, error=sys.exc_info()[1])
+            else:
+                self._after(run, alias, started, events, retval=retval)
+            finally:
+                reset_current_run(token)
+        return events
+
+
+class LeaderScheduler(GuardedScheduler, Listener):
+    """Binds an APScheduler scheduler to an :class:`~leadercron.elector.Elector`.
+
+    ``scheduler`` is a not-yet-started ``BackgroundScheduler`` (or ``BlockingScheduler``
+    run from a thread) or ``AsyncIOScheduler``; leadercron installs its guarded executor as the
+    scheduler's ``default`` executor. ``on_lost`` says what happens to runs in flight when the
+    term ends: ``"finish"`` lets them complete (they can watch ``current_term().held``),
+    ``"cancel"`` cancels them (command jobs are terminated; Python jobs see
+    ``current_run().cancelled``). ``origin`` anchors interval triggers.
+    """
+
+    def __init__(
+        self,
+        scheduler: BaseScheduler,
+        elector: Elector,
+        *,
+        on_lost: OnLost = "finish",
+        origin: datetime = EPOCH,
+        max_workers: int = 10,
+    ) -> None:
+        super().__init__(scheduler, on_lost=on_lost, origin=origin, max_workers=max_workers)
+        self.elector = elector
+        elector.subscribe(self)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler paused and the elector; jobs run once this replica leads."""
+        if self.scheduler.state == STATE_STOPPED:
+            self.scheduler.start(paused=True)
+        self.elector.start()
+
+    def shutdown(self, grace: float, *, release: bool = True) -> bool:
+        """Stop dispatching, let running jobs finish for up to ``grace`` seconds, then resign.
+
+        Runs still going after ``grace`` are cancelled. The lease is released last (so the
+        fencing token stays valid while jobs finish), which hands leadership over at once.
+        Returns whether every run finished within the grace period.
+        """
+        deadline = time.monotonic() + grace
+        finished = self._stop_accepting(grace)
         self.elector.stop(release=release, timeout=max(5.0, deadline - time.monotonic()))
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
@@ -241,15 +425,16 @@ class LeaderScheduler(Listener):
                     )
                     run.cancel()
 
-    def _pause(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.pause()
-
     def _resume(self) -> None:
         if self.scheduler.state != STATE_STOPPED:
             self.scheduler.resume()
 
     # -- dispatch ------------------------------------------------------------------------------
+
+    def _gate(self) -> str | None:
+        if not self._accepting or self.elector.term() is None:
+            return "not leading at that instant"
+        return None
 
     def _admit(self, job: Job, run_time: datetime) -> tuple[Run | None, str]:
         """The dispatch guard: a Run if this replica may start this fire now, else a reason.
@@ -282,145 +467,22 @@ class LeaderScheduler(Listener):
                 return None, "term ended while claiming"
         elif run_time < term.started_at:
             return None, "scheduled before this term began"
-        run = Run(job_id=job.id, scheduled_time=run_time, term=term)
-        with self._running_cond:
-            self._running.add(run)
-        return run, ""
+        return self._track(Run(job_id=job.id, scheduled_time=run_time, term=term)), ""
 
-    def _finish(self, run: Run) -> None:
-        with self._running_cond:
-            self._running.discard(run)
-            self._running_cond.notify_all()
 
-    def _record(self, job_id: str, outcome: str, seconds: float) -> None:
-        self.outcomes[job_id] = (outcome, datetime.now(UTC))
-        for callback in self._observers:
-            callback(job_id, outcome, seconds)
-
-    def _before(
-        self, job: Job, alias: str, run_time: datetime, events: list[JobExecutionEvent]
-    ) -> Run | None:
-        """Leadership, lateness and the claim for one fire; returns the admitted Run or None."""
-        if not self._accepting or self.elector.term() is None:
-            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
-            log.info(
-                "skipped job=%s scheduled=%s: not leading at that instant",
-                job.id,
-                format_time(run_time),
-            )
-            self._record(job.id, "skipped", 0.0)
-            return None
-        if job.misfire_grace_time is not None:
-            late = datetime.now(UTC) - run_time
-            if late > timedelta(seconds=job.misfire_grace_time):
-                events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
-                log.warning(
-                    "missed job=%s scheduled=%s late_by=%.3fs",
-                    job.id,
-                    format_time(run_time),
-                    late.total_seconds(),
-                )
-                self._record(job.id, "missed", 0.0)
-                return None
-        run, reason = self._admit(job, run_time)
-        if run is None:
-            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, alias, run_time))
-            log.info("skipped job=%s scheduled=%s: %s", job.id, format_time(run_time), reason)
-            self._record(
-                job.id, "rejected" if reason.startswith("claim rejected") else "skipped", 0.0
-            )
-        return run
-
-    def _after(
-        self,
-        run: Run,
-        alias: str,
-        started: float,
-        events: list[JobExecutionEvent],
-        retval: Any = None,
-        error: BaseException | None = None,
-    ) -> None:
-        seconds = time.monotonic() - started
-        self._finish(run)
-        outcome = "success" if error is None else "error"
-        line = "job=%s scheduled=%s identity=%s term=%d outcome=%s duration=%.3fs"
-        fields = (
-            run.job_id,
-            format_time(run.scheduled_time),
-            run.term.identity,
-            run.term.token,
-            outcome,
-            seconds,
-        )
-        if error is None:
-            log.info(line, *fields)
-            events.append(
-                JobExecutionEvent(
-                    EVENT_JOB_EXECUTED, run.job_id, alias, run.scheduled_time, retval=retval
-                )
-            )
-        else:
-            log.error(line + " error=%s", *fields, f"{type(error).__name__}: {error}")
-            tb = "".join(traceback.format_tb(error.__traceback__))
-            events.append(
-                JobExecutionEvent(
-                    EVENT_JOB_ERROR,
-                    run.job_id,
-                    alias,
-                    run.scheduled_time,
-                    exception=error,
-                    traceback=tb,
-                )
-            )
-        self._record(run.job_id, outcome, seconds)
-
-    def run_job(
-        self, job: Job, alias: str, run_times: list[datetime], logger_name: str
-    ) -> list[JobExecutionEvent]:
-        """Replacement for APScheduler's ``run_job``: the same, plus the dispatch guard."""
-        events: list[JobExecutionEvent] = []
-        for run_time in run_times:
-            run = self._before(job, alias, run_time, events)
-            if run is None:
-                continue
-            token = set_current_run(run)
-            started = time.monotonic()
-            try:
-                retval = job.func(*job.args, **job.kwargs)
-            except BaseException:
-                self._after(run, alias, started, events, error=sys.exc_info()[1])
-            else:
-                self._after(run, alias, started, events, retval=retval)
-            finally:
-                reset_current_run(token)
-        return events
-
-    async def run_coroutine_job(
-        self, job: Job, alias: str, run_times: list[datetime], logger_name: str
-    ) -> list[JobExecutionEvent]:
-        """Coroutine version of :meth:`run_job`."""
-        events: list[JobExecutionEvent] = []
-        for run_time in run_times:
-            run = self._before(job, alias, run_time, events)
-            if run is None:
-                continue
-            token = set_current_run(run)
-            started = time.monotonic()
-            try:
-                retval = await job.func(*job.args, **job.kwargs)
-            except BaseException:
-                self._after(run, alias, started, events, error=sys.exc_info()[1])
-            else:
-                self._after(run, alias, started, events, retval=retval)
-            finally:
-                reset_current_run(token)
-        return events
+def _skip_outcome(reason: str) -> str:
+    """The outcome recorded for a refused fire: ``rejected`` (claim), ``locked`` or ``skipped``."""
+    if reason.startswith("claim rejected"):
+        return "rejected"
+    if reason.startswith("lock held"):
+        return "locked"
+    return "skipped"
 
 
 class _GuardedThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
     """APScheduler's thread pool executor, running jobs through the dispatch guard."""
 
-    def __init__(self, owner: LeaderScheduler, max_workers: int) -> None:
+    def __init__(self, owner: GuardedScheduler, max_workers: int) -> None:
         super().__init__(max_workers)
         self._owner = owner
 
@@ -441,7 +503,7 @@ class _GuardedThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
 class _GuardedAsyncIOExecutor(AsyncIOExecutor):  # type: ignore[misc]
     """APScheduler's asyncio executor, running jobs through the dispatch guard."""
 
-    def __init__(self, owner: LeaderScheduler) -> None:
+    def __init__(self, owner: GuardedScheduler) -> None:
         super().__init__()
         self._owner = owner
 

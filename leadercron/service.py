@@ -20,7 +20,8 @@ from leadercron.config import Config, JobConfig, resolve_jobs
 from leadercron.elector import Elector
 from leadercron.http import HttpServer
 from leadercron.metrics import Metrics
-from leadercron.scheduler import LeaderScheduler
+from leadercron.perjob import PerJobScheduler
+from leadercron.scheduler import GuardedScheduler, LeaderScheduler
 
 log = logging.getLogger("leadercron.service")
 
@@ -38,21 +39,17 @@ def make_trigger(job: JobConfig, config: Config) -> Any:
 
 
 class Service:
-    """One replica: campaigns for the election and runs the configured jobs while it leads."""
+    """One replica.
+
+    Leader mode: campaigns for the election and runs the configured jobs while it leads.
+    Per-job mode: runs every job's fires whose lock it wins (see :mod:`leadercron.perjob`).
+    """
 
     def __init__(self, config: Config, *, backend: Backend | None = None) -> None:
         self.config = config
         self.funcs = resolve_jobs(config)
         self.backend = backend or from_url(config.election.backend)
         election = config.election
-        self.elector = Elector(
-            self.backend,
-            election=election.name,
-            identity=election.identity,
-            ttl=election.ttl,
-            renew_deadline=election.renew_deadline,
-            retry_period=election.retry_period,
-        )
         self.scheduler = BackgroundScheduler(
             timezone=ZoneInfo(config.scheduler.timezone),
             job_defaults={
@@ -61,20 +58,52 @@ class Service:
                 "max_instances": 1,
             },
         )
-        self.leader_scheduler = LeaderScheduler(
-            self.scheduler,
-            self.elector,
-            on_lost=config.scheduler.on_lost,
-            origin=config.scheduler.interval_origin,
-            max_workers=config.scheduler.max_workers,
-        )
+        self.elector: Elector | None = None
+        self.leader_scheduler: GuardedScheduler
+        jobs = [job.id for job in config.jobs]
+        if config.mode == "per-job":
+            per_job = PerJobScheduler(
+                self.scheduler,
+                self.backend,
+                election=election.name,
+                identity=election.identity,
+                default_ttl=config.scheduler.lock_ttl,
+                locks={job.id: config.lock_name(job) for job in config.jobs},
+                ttls={job.id: config.lock_ttl(job) for job in config.jobs},
+                on_lost=config.scheduler.on_lost,
+                origin=config.scheduler.interval_origin,
+                max_workers=config.scheduler.max_workers,
+            )
+            self.leader_scheduler = per_job
+            self.metrics = Metrics(
+                jobs=jobs,
+                election=election.name,
+                identity=election.identity,
+                backend_url=self.backend.url,
+            )
+            per_job.on_backend(self.metrics.backend_health)
+            per_job.on_lock_lost(self.metrics.lock_lost)
+            self.metrics.count_locks(lambda: float(len(per_job.held_locks())))
+        else:
+            self.elector = Elector(
+                self.backend,
+                election=election.name,
+                identity=election.identity,
+                ttl=election.ttl,
+                renew_deadline=election.renew_deadline,
+                retry_period=election.retry_period,
+            )
+            self.leader_scheduler = LeaderScheduler(
+                self.scheduler,
+                self.elector,
+                on_lost=config.scheduler.on_lost,
+                origin=config.scheduler.interval_origin,
+                max_workers=config.scheduler.max_workers,
+            )
+            self.metrics = Metrics(self.elector, jobs=jobs)
+            self.elector.subscribe(self.metrics)
         for job in config.jobs:
             self._add(job)
-        self.metrics = Metrics(
-            self.elector,
-            jobs=[job.id for job in config.jobs],
-        )
-        self.elector.subscribe(self.metrics)
         self.leader_scheduler.observe(self.metrics.observe_job)
         self.http: HttpServer | None = None
         if config.http.listen:
@@ -137,9 +166,10 @@ class Service:
             signal.signal(signal.SIGINT, self._on_signal)
         self.start()
         log.info(
-            "started identity=%s election=%s backend=%s jobs=%d",
+            "started identity=%s election=%s mode=%s backend=%s jobs=%d",
             self.config.election.identity,
             self.config.election.name,
+            self.config.mode,
             self.backend.url,
             len(self.config.jobs),
         )
