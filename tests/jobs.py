@@ -24,3 +24,20 @@ def record(path: str, seconds: float = 0.0) -> None:
 
 def fail() -> None:
     raise RuntimeError("this job always fails")
+
+
+def record_job(path: str, seconds: float = 0.0) -> None:
+    """Append ``identity job scheduled_time term start_time`` to ``path``; then take ``seconds``."""
+    run = current_run()
+    assert run is not None
+    line = (
+        f"{run.term.identity} {run.job_id} {run.scheduled_time_text} {run.term.token} "
+        f"{time.time():.6f}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    if seconds:
+        time.sleep(seconds)

@@ -107,6 +107,44 @@ BAD = {
         "election: {name: x, backend: 'file:///tmp/x.lock?colour=red'}\n",
         "unknown option 'colour'",
     ),
+    "unknown mode": ("mode: round-robin\nelection: {name: x}\n", "mode: Input should be"),
+    "lock_ttl in leader mode": (
+        "election: {name: x}\njobs: [{id: a, interval: 1m, command: [t], lock_ttl: 10s}]\n",
+        "jobs[0].lock_ttl applies only with mode: per-job",
+    ),
+    "lock in leader mode": (
+        "election: {name: x}\njobs: [{id: a, interval: 1m, command: [t], lock: l}]\n",
+        "jobs[0].lock applies only with mode: per-job",
+    ),
+    "per-job max_instances": (
+        "mode: per-job\nelection: {name: x}\n"
+        "jobs: [{id: a, interval: 1m, command: [t], max_instances: 2}]\n",
+        "jobs[0].max_instances must be 1 with mode: per-job",
+    ),
+    "per-job lock_ttl not below the interval": (
+        "mode: per-job\nelection: {name: x}\njobs: [{id: a, interval: 10s, command: [t]}]\n",
+        "jobs[0]: scheduler.lock_ttl 30s is not shorter than the interval 10s",
+    ),
+    "per-job lock_ttl zero": (
+        "mode: per-job\nelection: {name: x}\n"
+        "jobs: [{id: a, interval: 10s, command: [t], lock_ttl: 0s}]\n",
+        "lock_ttl must be greater than 0",
+    ),
+    "per-job shared lock": (
+        "mode: per-job\nelection: {name: x}\njobs: [{id: a, interval: 1m, command: [t], lock: l}, "
+        "{id: b, interval: 1m, command: [t], lock: l}]\n",
+        "jobs[1]: lock 'l' is also the lock of job 'a'",
+    ),
+    "per-job lock ttl below the backend minimum": (
+        "mode: per-job\nelection: {name: x, backend: 'etcd://127.0.0.1:1'}\n"
+        "jobs: [{id: a, interval: 1m, command: [t], lock_ttl: 500ms}]\n",
+        "jobs[0] (lock 'x.a', lock_ttl 0.5s): the etcd backend needs ttl >=",
+    ),
+    "per-job lock name the backend cannot hold": (
+        "mode: per-job\nelection: {name: x, backend: 'kubernetes://default/'}\n"
+        "jobs: [{id: Nightly_Export, cron: '0 3 * * *', command: [t]}]\n",
+        "jobs[0] (lock 'x.Nightly_Export', lock_ttl 30s): kubernetes: election name",
+    ),
     "command not a list": (
         "election: {name: x}\njobs: [{id: a, interval: 1s, command: 'echo hi'}]\n",
         "jobs[0].command",
@@ -174,6 +212,29 @@ def test_good_config_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     path.write_text(GOOD)
     assert main(["check", "--config", str(path)]) == 0
     assert "ok: election 'nightly-reports'" in capsys.readouterr().out
+
+
+def test_per_job_config_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "per-job.yaml"
+    path.write_text(
+        "mode: per-job\nelection: {name: billing}\nscheduler: {lock_ttl: 20s}\n"
+        "jobs: [{id: export, interval: 1m, command: [t]}, "
+        "{id: sweep, interval: 5s, command: [t], lock: billing-sweep, lock_ttl: 2s}]\n"
+    )
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ok: per-job mode on file://, 2 job(s), locks: billing.export (20s), " in out
+    assert "billing-sweep (2s)" in out
+    # The mode can come from the environment or a flag too.
+    leader = tmp_path / "leader.yaml"
+    leader.write_text("election: {name: x}\njobs: [{id: a, interval: 1m, command: [t]}]\n")
+    loaded = config_module.load(leader, env={"LEADERCRON_MODE": "Per_Job"})
+    assert loaded.mode == "per-job"
+    assert config_module.load(leader, env={}, flags={".mode": "per-job"}).mode == "per-job"
+    loaded = config_module.load(leader, env={"LEADERCRON_SCHEDULER_LOCK_TTL": "5s"})
+    assert loaded.scheduler.lock_ttl == 5.0
+    assert main(["check", "--config", str(leader), "--mode", "per-job"]) == 0
+    assert "ok: per-job mode" in capsys.readouterr().out
 
 
 def test_env_and_flags_override_the_file(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -98,7 +99,7 @@ def test_every_fire_runs_once_and_jobs_spread_over_replicas(made: list[PerJobSch
     # Consecutive fires of one job: no gap (each fire ran on some replica).
     for job in ("a", "b", "c", "d"):
         times = sorted(fire for j, fire in fires if j == job)
-        gaps = {round((b - a).total_seconds(), 3) for a, b in zip(times, times[1:], strict=False)}
+        gaps = {round((b - a).total_seconds(), 3) for a, b in itertools.pairwise(times)}
         assert gaps <= {0.2}, (job, gaps)
 
 
@@ -151,7 +152,8 @@ def test_two_replicas_racing_for_one_fire_run_it_once(made: list[PerJobScheduler
     assert [i for i, *_ in runs.rows] == ["a", "b"]
     # The lock is released after each run, and each acquisition has a new, larger token.
     tokens = [token for *_, token in runs.rows]
-    assert tokens == sorted(tokens) and len(set(tokens)) == 2
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 2
     assert MemoryBackend(store).leader(lock_name("e", "job")) is None
     ledger = MemoryBackend(store).ledger(lock_name("e", "job"))
     assert ledger == {"job": fire_key(fire + timedelta(seconds=1))}
@@ -197,12 +199,13 @@ def test_the_lock_is_extended_while_a_long_job_runs(made: list[PerJobScheduler])
     a.add_job(long_job, "date", run_date=datetime(2030, 1, 1, tzinfo=UTC), id="job")
     worker = threading.Thread(target=fire_once, args=(a, "job", datetime(2030, 1, 1, tzinfo=UTC)))
     worker.start()
-    assert wait_until(lambda: a.held_locks(), 5)
+    assert wait_until(a.held_locks, 5)
     time.sleep(0.8)
     # Long past the ttl, nobody else can take the lock.
     assert MemoryBackend(store).acquire(lock_name("e", "job"), "b", 0.3) is None
     worker.join(5)
-    assert seen and seen[0][0] is True
+    assert seen
+    assert seen[0][0] is True
     assert a.held_locks() == []
     assert MemoryBackend(store).leader(lock_name("e", "job")) is None
 
@@ -237,7 +240,7 @@ def test_a_lost_lock_cancels_the_run_and_is_counted(made: list[PerJobScheduler])
     a.add_job(job, "date", run_date=datetime(2030, 1, 1, tzinfo=UTC), id="job")
     worker = threading.Thread(target=fire_once, args=(a, "job", datetime(2030, 1, 1, tzinfo=UTC)))
     worker.start()
-    assert wait_until(lambda: a.held_locks(), 5)
+    assert wait_until(a.held_locks, 5)
     backend.lose.set()
     worker.join(10)
     assert outcome == {"cancelled": True, "held": False}
@@ -273,7 +276,7 @@ def test_a_replica_never_runs_two_fires_of_one_job_at_once(made: list[PerJobSche
     a.observe(lambda job, outcome, seconds: outcomes.append(outcome))
     first = threading.Thread(target=fire_once, args=(a, "job", datetime(2030, 1, 1, tzinfo=UTC)))
     first.start()
-    assert wait_until(lambda: a.held_locks(), 5)
+    assert wait_until(a.held_locks, 5)
     fire_once(a, "job", datetime(2030, 1, 1, 0, 0, 1, tzinfo=UTC))
     first.join(5)
     assert len(runs.rows) == 1
