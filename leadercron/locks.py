@@ -25,10 +25,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
+from prometheus_client import Counter
+
 from leadercron.backends.base import Backend, Lease
 from leadercron.errors import BackendUnavailable, LeadercronError
 
 log = logging.getLogger("leadercron.locks")
+
+#: Calls of :func:`locked` functions skipped because another holder had the lock, by lock name.
+#: Registered in prometheus_client's default registry (what ``start_http_server`` serves).
+SKIPS = Counter(
+    "leadercron_locked_skips_total",
+    "Calls of @locked functions skipped because another holder had the lock.",
+    ("lock",),
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,9 +148,10 @@ def locked(
     """Decorate a job function so that each call runs only while holding lock ``name``.
 
     ``name`` defaults to the function's qualified name. A call that finds the lock held
-    elsewhere is skipped: it logs one line and returns ``None``. If the lock is lost while the
-    function runs, the run's :attr:`leadercron.Run.cancelled` event is set when the function runs
-    under leadercron (``current_run()``); either way ``Holding.held`` turns false.
+    elsewhere is skipped: it logs one line, counts it in :data:`SKIPS`
+    (``leadercron_locked_skips_total{lock=...}``) and returns ``None``. If the lock is lost
+    while the function runs, the run's :attr:`leadercron.Run.cancelled` event is set when the
+    function runs under leadercron (``current_run()``); either way ``Holding.held`` turns false.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R | None]:
@@ -161,6 +172,7 @@ def locked(
                     return func(*args, **kwargs)
             except LockHeld:
                 log.info("skipped lock=%s: held by another holder", lock_name)
+                SKIPS.labels(lock=lock_name).inc()
                 return None
 
         return wrapper
@@ -168,4 +180,4 @@ def locked(
     return decorate
 
 
-__all__ = ["Holding", "LockHeld", "hold", "locked"]
+__all__ = ["SKIPS", "Holding", "LockHeld", "hold", "locked"]

@@ -7,9 +7,10 @@ import time
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from leadercron.backends.memory import MemoryBackend
-from leadercron.locks import LockHeld, hold, locked
+from leadercron.locks import SKIPS, LockHeld, hold, locked
 from tests.conftest import wait_until
 
 
@@ -42,9 +43,13 @@ def test_locked_skips_when_another_holds_the_lock(caplog: pytest.LogCaptureFixtu
         calls.append(1)
 
     caplog.set_level("INFO", logger="leadercron.locks")
+    before = SKIPS.labels(lock="job")._value.get()
+    assert job() is None
     assert job() is None
     assert calls == []
     assert "skipped lock=job: held by another holder" in caplog.text
+    assert SKIPS.labels(lock="job")._value.get() == before + 2
+    assert REGISTRY.get_sample_value("leadercron_locked_skips_total", {"lock": "job"}) == before + 2
 
 
 def test_hold_extends_the_lock_past_its_ttl() -> None:
