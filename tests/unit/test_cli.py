@@ -11,7 +11,7 @@ import pytest
 from leadercron import config as config_module
 from leadercron.cli import main
 from leadercron.errors import ConfigError
-from tests.conftest import PYTHON
+from tests.conftest import PYTHON, ROOT
 
 GOOD = """
 election:
@@ -301,3 +301,11 @@ def test_status_reports_leader_and_exit_codes(
     assert '"leader": "holder-1"' in out
     assert f'"term": {lease.token}' in out
     assert main(["status", "--backend", "nosuch://x", "--election", "s"]) == 2
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_example_config_checks(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--config", str(example)]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")

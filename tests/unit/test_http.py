@@ -250,6 +250,70 @@ def test_promtool_accepts_the_real_exposition(services: Services) -> None:
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
 
 
+def test_endpoints_in_per_job_mode(tmp_path: Path) -> None:
+    store = uuid.uuid4().hex
+    started: list[Service] = []
+    try:
+        for identity in ("p1", "p2"):
+            config = make_config(store, identity, tmp_path, f"127.0.0.1:{free_port()}")
+            data = config.model_dump()
+            data["mode"] = "per-job"
+            data["scheduler"]["lock_ttl"] = 0.15
+            data["jobs"][0]["args"] = [str(tmp_path / "runs.txt"), 0.1]
+            service = Service(build(data))
+            service.start()
+            started.append(service)
+        urls = [service.http.url for service in started if service.http is not None]
+        assert wait_until(lambda: all(get(u + "/readyz").status == 200 for u in urls), 10)
+        for url in urls:
+            assert get(url + "/healthz").status == 200
+            leader = get(url + "/leader")
+            assert leader.status == 404
+            assert "per-job mode" in leader.text
+        # Both replicas run fires (each fire on one of them) and count what they skipped.
+        runs = tmp_path / "runs.txt"
+        assert wait_until(lambda: runs.exists() and len(runs.read_text().splitlines()) >= 6, 15)
+        status = get(urls[0] + "/status").json()
+        assert status["mode"] == "per-job"
+        assert status["state"] == "running"
+        assert status["lock_ttl"]["record"] == 0.15
+        assert {job["id"] for job in status["jobs"]} == {"record", "fails", "secretive"}
+        assert "leader" not in status
+        assert wait_until(
+            lambda: any(get(u + "/status").json()["locks_held"] for u in urls for _ in range(3)),
+            10,
+            interval=0.0,
+        )
+        texts = [get(url + "/metrics").text for url in urls]
+        skips = sum(
+            sample.value
+            for text in texts
+            for family in text_string_to_metric_families(text)
+            if family.name == "leadercron_lock_skips"
+            for sample in family.samples
+            if sample.name == "leadercron_lock_skips_total"
+        )
+        assert skips >= 1
+        assert all("leadercron_is_leader" not in text for text in texts)
+        assert all("leadercron_locks_held{" in text for text in texts)
+        if PROMTOOL is not None:
+            result = subprocess.run(
+                [PROMTOOL, "check", "metrics"],
+                input=get(urls[0] + "/metrics").body,
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
+            assert result.returncode == 0, (result.stdout + result.stderr).decode()
+        started[0].leader_scheduler.shutdown(0.5)
+        health = get(urls[0] + "/healthz")
+        assert health.status == 503
+        assert "not dispatching" in health.text
+    finally:
+        for service in started:
+            service.shutdown()
+
+
 def test_no_listener_unless_configured(tmp_path: Path) -> None:
     for listen in (None, "", "  "):
         service = Service(make_config(uuid.uuid4().hex, "r1", tmp_path, listen))
