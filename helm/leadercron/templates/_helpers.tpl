@@ -185,6 +185,7 @@ app.kubernetes.io/component: scheduler
       "retry_period" $c.election.retry_period }}
 {{- $http := dict "listen" (printf "%s:%d" .Values.http.host (int .Values.http.port)) }}
 {{- $doc := dict
+      "mode" (default "leader" $c.mode)
       "election" $election
       "scheduler" $c.scheduler
       "http" $http
