@@ -1,4 +1,5 @@
-"""leadercron: run APScheduler jobs on exactly one of several replicas, by leader election."""
+"""leadercron: run APScheduler jobs on exactly one of several replicas, by leader election
+(or spread them over the replicas with one lock per job: :class:`PerJobScheduler`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from leadercron.errors import (
     MissingExtraError,
 )
 from leadercron.locks import LockHeld, hold, locked
+from leadercron.perjob import PerJobScheduler
 from leadercron.scheduler import LeaderScheduler
 from leadercron.term import Run, Term, current_run, current_term
 
@@ -28,6 +30,7 @@ __all__ = [
     "Listener",
     "LockHeld",
     "MissingExtraError",
+    "PerJobScheduler",
     "Run",
     "State",
     "Term",
