@@ -37,6 +37,7 @@ in the backend's docstring when it is not ``ttl``).
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -44,9 +45,19 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import SplitResult, parse_qs, urlsplit, urlunsplit
 
+from leadercron.durations import parse_duration
 from leadercron.errors import ConfigError
 
-__all__ = ["LEDGER_RETENTION", "Backend", "LeaderInfo", "Lease", "parse_url", "redact_url"]
+__all__ = [
+    "LEDGER_RETENTION",
+    "Backend",
+    "LeaderInfo",
+    "Lease",
+    "duration_option",
+    "parse_hosts",
+    "parse_url",
+    "redact_url",
+]
 
 #: Seconds a backend keeps a job's claim mark at least (7 days); see :meth:`Backend.claim`.
 LEDGER_RETENTION = 7 * 24 * 3600.0
@@ -269,7 +280,10 @@ def parse_url(url: str, schemes: tuple[str, ...]) -> tuple[SplitResult, dict[str
 
     Returns the split URL and a dict of options (one value each).
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced [ipv6] bracket
+        raise ConfigError(f"backend URL {redact_url(url)!r} is malformed: {exc}") from None
     if parts.scheme not in schemes:
         expected = " or ".join(schemes)
         raise ConfigError(f"backend URL {redact_url(url)!r}: expected scheme {expected}")
@@ -280,6 +294,45 @@ def parse_url(url: str, schemes: tuple[str, ...]) -> tuple[SplitResult, dict[str
             raise ConfigError(f"backend URL {redact_url(url)!r}: option {key!r} given twice")
         options[key] = values[0]
     return parts, options
+
+
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]/,@]+))(?::(?P<port>\d{1,5}))?")
+
+
+def parse_hosts(url: str, hostlist: str, default_port: int) -> list[tuple[str, int]]:
+    """Split ``h1[:p1],[v6]:p2`` into ``(host, port)`` pairs, with ``default_port`` filled in.
+
+    An IPv6 address comes back without its brackets. Raises a one-line :class:`ConfigError`
+    naming the first bad item (empty, malformed, or a port outside 1-65535).
+    """
+    hosts = []
+    for item in hostlist.split(","):
+        match = _HOST.fullmatch(item)
+        port = int(match.group("port") or default_port) if match else 0
+        if match is None or not 0 < port < 65536:
+            raise ConfigError(
+                f"backend URL {redact_url(url)!r}: bad host {item!r} (expected host[:port], "
+                f"e.g. 127.0.0.1:{default_port})"
+            )
+        hosts.append((match.group("v6") or match.group("name"), port))
+    return hosts
+
+
+def duration_option(
+    url: str, options: dict[str, str], name: str, default: str, *, positive: bool = True
+) -> float:
+    """The duration option ``name`` (``default`` when absent) in seconds.
+
+    Raises a one-line :class:`ConfigError` when it is not a duration, or (``positive``) not
+    greater than zero.
+    """
+    try:
+        seconds = parse_duration(options.get(name, default))
+    except ValueError as exc:
+        raise ConfigError(f"backend URL {redact_url(url)!r}: {name}: {exc}") from None
+    if positive and seconds <= 0:
+        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be greater than 0s")
+    return seconds
 
 
 def reject_unknown_options(url: str, options: dict[str, str], known: set[str]) -> None:
@@ -293,8 +346,16 @@ def reject_unknown_options(url: str, options: dict[str, str], known: set[str]) -
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with the password (and any ``token``/``password`` option) masked."""
-    parts = urlsplit(url)
+    """Return ``url`` with the password (and any ``token``/``password`` option) masked.
+
+    A URL too malformed to split has everything between ``://`` and the last ``@`` masked.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        _userinfo, at, tail = rest.rpartition("@")
+        return f"{scheme}{sep}***@{tail}" if at else url
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hosts = netloc.rpartition("@")

@@ -99,11 +99,12 @@ from leadercron.backends.base import (
     LeaderInfo,
     Lease,
     Notifier,
+    duration_option,
     parse_url,
     redact_url,
     reject_unknown_options,
 )
-from leadercron.durations import format_duration, parse_duration
+from leadercron.durations import format_duration
 from leadercron.errors import BackendAuthError, BackendError, BackendUnavailable, ConfigError
 
 #: ``Flags`` of a lock key, as ``consul lock`` (Go ``api.LockFlagValue``) writes and checks them.
@@ -290,18 +291,11 @@ class ConsulBackend(Backend):
                 if option in options:
                     raise bad(f"option {option!r} needs the consuls:// scheme")
 
-        durations: dict[str, float] = {}
-        for option, default in (
-            ("timeout", "5s"),
-            ("lock_delay", "15s"),
-            ("session_ttl_min", "10s"),
-        ):
-            try:
-                durations[option] = parse_duration(options.get(option, default))
-            except ValueError as exc:
-                raise bad(f"{option}: {exc}") from None
-        if durations["timeout"] <= 0 or durations["session_ttl_min"] <= 0:
-            raise bad("timeout and session_ttl_min must be more than 0s")
+        durations = {
+            "timeout": duration_option(url, options, "timeout", "5s"),
+            "lock_delay": duration_option(url, options, "lock_delay", "15s", positive=False),
+            "session_ttl_min": duration_option(url, options, "session_ttl_min", "10s"),
+        }
         if durations["lock_delay"] > 60:
             raise bad("lock_delay: Consul allows at most 60s")
 

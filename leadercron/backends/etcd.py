@@ -66,7 +66,6 @@ import base64
 import json
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -85,19 +84,18 @@ from leadercron.backends.base import (
     Backend,
     LeaderInfo,
     Lease,
+    duration_option,
+    parse_hosts,
     parse_url,
     redact_url,
     reject_unknown_options,
 )
-from leadercron.durations import format_duration, parse_duration
+from leadercron.durations import format_duration
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
 
 PASSWORD_ENV = "LEADERCRON_ETCD_PASSWORD"
 MIN_TTL = 2.0
 _OPTIONS = {"timeout", "user", "password_file", "ca_file", "cert_file", "key_file"}
-_ENDPOINT = re.compile(
-    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(?P<port>\d{1,5}))?$"
-)
 _TOKEN_REJECTED = ("invalid auth token", "user name is empty", "auth store is old")
 _AUTH_REFUSED = ("authentication failed", "permission denied")
 #: Appended to ``P/N`` to name the election's ledger prefix ``P/N.leadercron-ledger/``.
@@ -279,13 +277,7 @@ class EtcdBackend(Backend):
             return ConfigError(f"backend URL {shown!r}: {reason}")
 
         userinfo, at, hosts = parts.netloc.rpartition("@")
-        endpoints: list[tuple[str, int]] = []
-        for item in hosts.split(","):
-            match = _ENDPOINT.match(item)
-            port = int(match.group("port") or 2379) if match else 0
-            if match is None or not 0 < port < 65536:
-                raise fail(f"bad endpoint {item!r} (expected host[:port], e.g. 127.0.0.1:2379)")
-            endpoints.append((match.group("v6") or match.group("host"), port))
+        endpoints = parse_hosts(url, hosts, 2379)
         user: str | None = unquote(userinfo.partition(":")[0]) if at else None
         password = unquote(userinfo.partition(":")[2]) if ":" in userinfo else None
         if "user" in options:
@@ -315,12 +307,7 @@ class EtcdBackend(Backend):
         for name, value in files.items():
             if not os.path.isfile(value):
                 raise fail(f"{name}: no such file {value!r}")
-        try:
-            timeout = parse_duration(options.get("timeout", "5s"))
-        except ValueError as exc:
-            raise fail(f"timeout: {exc}") from None
-        if timeout <= 0:
-            raise fail("timeout must be more than 0s")
+        timeout = duration_option(url, options, "timeout", "5s")
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         return cls(
             endpoints,

@@ -52,10 +52,10 @@ from leadercron.backends.base import (
     LeaderInfo,
     Lease,
     Notifier,
+    duration_option,
     parse_url,
     reject_unknown_options,
 )
-from leadercron.durations import parse_duration
 from leadercron.errors import BackendUnavailable, ConfigError
 
 
@@ -108,11 +108,7 @@ class FileBackend(Backend):
             raise ConfigError(f"backend URL {url!r}: a file:// URL names no host (file:///path)")
         if not parts.path or not parts.path.startswith("/") or parts.path.endswith("/"):
             raise ConfigError(f"backend URL {url!r}: expected file:///absolute/path/to/lockfile")
-        try:
-            timeout = parse_duration(options.get("timeout", "5s"))
-        except ValueError as exc:
-            raise ConfigError(f"backend URL {url!r}: timeout: {exc}") from None
-        return cls(parts.path, timeout=timeout)
+        return cls(parts.path, timeout=duration_option(url, options, "timeout", "5s"))
 
     # -- files ---------------------------------------------------------------------------------
 

@@ -84,11 +84,11 @@ from leadercron.backends.base import (
     Backend,
     LeaderInfo,
     Lease,
+    duration_option,
     parse_url,
     redact_url,
     reject_unknown_options,
 )
-from leadercron.durations import parse_duration
 from leadercron.errors import (
     BackendAuthError,
     BackendUnavailable,
@@ -314,12 +314,7 @@ class KubernetesBackend(Backend):
                 f"backend URL {shown!r}: {urlsplit(shown).netloc!r} is not a namespace name (a "
                 "DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)"
             )
-        try:
-            timeout = parse_duration(options.get("timeout", "5s"))
-        except ValueError as exc:
-            raise ConfigError(f"backend URL {shown!r}: timeout: {exc}") from None
-        if timeout <= 0:
-            raise ConfigError(f"backend URL {shown!r}: timeout must be greater than 0")
+        timeout = duration_option(url, options, "timeout", "5s")
         kubeconfig = options.get("kubeconfig")
         context = options.get("context")
         if kubeconfig == "" or context == "":

@@ -66,11 +66,11 @@ from leadercron.backends.base import (
     Backend,
     LeaderInfo,
     Lease,
+    duration_option,
     parse_url,
     redact_url,
     reject_unknown_options,
 )
-from leadercron.durations import parse_duration
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
 
 T = TypeVar("T")
@@ -228,14 +228,10 @@ class PostgresBackend(Backend):
         database = parts.path.lstrip("/")
         if "/" in database:
             raise ConfigError(f"{where}: the path must be a database name")
-        durations: dict[str, float] = {}
-        for name, default in (("timeout", "5s"), ("recheck", "1s")):
-            try:
-                durations[name] = parse_duration(options.get(name, default))
-            except ValueError as exc:
-                raise ConfigError(f"{where}: {name}: {exc}") from None
-            if durations[name] <= 0:
-                raise ConfigError(f"{where}: {name} must be positive")
+        durations = {
+            name: duration_option(url, options, name, default)
+            for name, default in (("timeout", "5s"), ("recheck", "1s"))
+        }
         password = parts.password
         if "password_file" in options:
             try:

@@ -91,11 +91,12 @@ from leadercron.backends.base import (
     Backend,
     LeaderInfo,
     Lease,
+    duration_option,
+    parse_hosts,
     parse_url,
     redact_url,
     reject_unknown_options,
 )
-from leadercron.durations import parse_duration
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
 
 __all__ = ["RedisBackend"]
@@ -108,7 +109,6 @@ PASSWORD_ENV = "LEADERCRON_REDIS_PASSWORD"
 _OPTIONS = {"prefix", "timeout", "mode", "password_file", "ca_file", "cert_file", "key_file"}
 _VALUE_TAG = "lc1"
 _VALUE = re.compile(r"^lc1:[0-9a-f]{32}:(.*)$", re.DOTALL)
-_HOST = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^:\[\]/]+))(?::(?P<port>\d+))?$")
 _LISTEN_SLICE = 0.2  # how often the listener thread looks at its stop flag
 
 # SET NX PX, then INCR the fencing counter only if the SET succeeded.
@@ -448,7 +448,7 @@ class RedisBackend(Backend):
 
         reject_unknown_options(url, options, _OPTIONS)
         userinfo, at, hostlist = parts.netloc.rpartition("@")
-        hosts = [_parse_host(item, bad) for item in hostlist.split(",")]
+        hosts = parse_hosts(url, hostlist, 6379)
         path = parts.path.strip("/")
         if path and not path.isdigit():
             raise bad(f"the path names a database number, got {parts.path!r}")
@@ -482,12 +482,7 @@ class RedisBackend(Backend):
             raise bad(f"mode must be single or redlock, got {mode!r}")
         if len(hosts) > 1 and mode != "redlock":
             raise bad("several hosts need mode=redlock")
-        try:
-            timeout = parse_duration(options.get("timeout", "5s"))
-        except ValueError as exc:
-            raise bad(f"timeout: {exc}") from None
-        if timeout <= 0:
-            raise bad("timeout must be positive")
+        timeout = duration_option(url, options, "timeout", "5s")
         return cls(
             hosts,
             db=int(path or 0),
@@ -757,16 +752,6 @@ class RedisBackend(Backend):
         for master in self._masters:
             with contextlib.suppress(redis.RedisError, OSError):
                 master.client.close()
-
-
-def _parse_host(item: str, bad: Callable[[str], ConfigError]) -> tuple[str, int]:
-    match = _HOST.match(item)
-    if match is None:
-        raise bad(f"expected host[:port], got {item!r}")
-    port = int(match.group("port") or 6379)
-    if not 0 < port < 65536:
-        raise bad(f"port out of range in {item!r}")
-    return (match.group("v6") or match.group("name")), port
 
 
 def _read_password(path: str, bad: Callable[[str], ConfigError]) -> str:

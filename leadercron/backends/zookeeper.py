@@ -109,11 +109,12 @@ from leadercron.backends.base import (
     LeaderInfo,
     Lease,
     Notifier,
+    duration_option,
+    parse_hosts,
     parse_url,
     redact_url,
     reject_unknown_options,
 )
-from leadercron.durations import parse_duration
 from leadercron.errors import BackendAuthError, BackendError, BackendUnavailable, ConfigError
 
 PASSWORD_ENV = "LEADERCRON_ZOOKEEPER_PASSWORD"
@@ -194,14 +195,10 @@ def _parse_mark(data: bytes | None) -> int | None:
 
 def _parse_hosts(url: str, hosts: str) -> str:
     """``h1[:p1],[v6]:p2`` -> kazoo's host string with every port filled in."""
-    out = []
-    for item in hosts.split(","):
-        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?", item)
-        port = int(match.group(2) or 2181) if match else 0
-        if match is None or not 0 < port < 65536:
-            raise ConfigError(f"backend URL {redact_url(url)!r}: bad host {item!r}")
-        out.append(f"{match.group(1)}:{port}")
-    return ",".join(out)
+    return ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        for host, port in parse_hosts(url, hosts, 2181)
+    )
 
 
 def _check_path(what: str, path: str) -> str:
@@ -291,18 +288,14 @@ class ZooKeeperBackend(Backend):
         if not hosts:
             raise ConfigError(f"backend URL {redact_url(url)!r}: expected zookeeper://host:port")
         chroot = _check_path("chroot", parts.path) if parts.path.strip("/") else ""
-        durations: dict[str, float] = {}
-        for name, default in (
-            ("timeout", "5s"),
-            ("min_session_timeout", "4s"),
-            ("max_session_timeout", "40s"),
-        ):
-            try:
-                durations[name] = parse_duration(options.get(name, default))
-            except ValueError as exc:
-                raise ConfigError(f"backend URL {redact_url(url)!r}: {name}: {exc}") from None
-        if durations["timeout"] <= 0:
-            raise ConfigError(f"backend URL {redact_url(url)!r}: timeout must be > 0")
+        durations = {
+            name: duration_option(url, options, name, default)
+            for name, default in (
+                ("timeout", "5s"),
+                ("min_session_timeout", "4s"),
+                ("max_session_timeout", "40s"),
+            )
+        }
         user, has_password, password = userinfo.partition(":")
         user, password = unquote(user), unquote(password)
         if "user" in options:

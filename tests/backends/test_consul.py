@@ -115,7 +115,7 @@ def test_url_grammar_and_defaults() -> None:
     [
         ("consul://h?color=red", "unknown option 'color'"),
         ("consul://h?timeout=soon", "timeout"),
-        ("consul://h?timeout=0s", "more than 0s"),
+        ("consul://h?timeout=0s", "timeout must be greater than 0s"),
         ("consul://h?lock_delay=2m", "at most 60s"),
         ("consul://h?session_ttl_min=-1s", "session_ttl_min"),
         ("consul://h?timeout=1s&timeout=2s", "given twice"),

@@ -325,7 +325,7 @@ def test_url_parsing(tmp_path: Path) -> None:
         ("postgresql://u@h/db/x", "database name"),
         ("postgresql://u@h/db?bogus=1", "unknown option"),
         ("postgresql://u@h/db?timeout=soon", "timeout"),
-        ("postgresql://u@h/db?recheck=0s", "recheck must be positive"),
+        ("postgresql://u@h/db?recheck=0s", "recheck must be greater than 0s"),
         ("postgresql://u@h/db?password_file=/nonexistent/pw", "password_file"),
         ("postgresql://u@h/db?timeout=1s&timeout=2s", "given twice"),
     ],

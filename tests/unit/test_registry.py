@@ -71,3 +71,45 @@ def test_redact_url_hides_secrets() -> None:
     assert redact_url("redis://user:hunter2@h:6379/0?token=abc&prefix=x") == (
         "redis://user:***@h:6379/0?token=***&prefix=x"
     )
+
+
+def test_host_lists_are_parsed_alike_by_every_backend() -> None:
+    from leadercron.backends.base import parse_hosts
+
+    assert parse_hosts("x://", "a,b:1,[::1]:3,[fe80::2]", 9) == [
+        ("a", 9),
+        ("b", 1),
+        ("::1", 3),
+        ("fe80::2", 9),
+    ]
+    for url in ("etcd://h:70000", "redis://h:0", "zookeeper://h:1,,h:2", "etcd://h:1,[::1]x"):
+        with pytest.raises(ConfigError, match=r"bad host '.*' \(expected host\[:port\]"):
+            from_url(url)
+
+
+@pytest.mark.parametrize("scheme", ["etcd", "redis", "zookeeper", "consul", "postgresql"])
+def test_an_unbalanced_bracket_is_a_config_error(scheme: str) -> None:
+    with pytest.raises(ConfigError, match="is malformed: Invalid IPv6 URL") as caught:
+        from_url(f"{scheme}://user:secret@[::1")
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://h?timeout=0s", "timeout must be greater than 0s"),
+        ("zookeeper://h?min_session_timeout=0", "min_session_timeout must be greater than 0s"),
+        ("file:///tmp/x?timeout=-1s", "timeout"),
+        ("kubernetes://default/?timeout=soon", "timeout: expected a duration"),
+        ("postgresql://u@h/db?recheck=never", "recheck: expected a duration"),
+    ],
+)
+def test_duration_options_are_checked_alike(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_url(url)
+    assert "\n" not in message
+
+
+def test_consul_lock_delay_may_be_zero() -> None:
+    backend = from_url("consul://h?lock_delay=0s")
+    assert backend.url.startswith("consul://")
