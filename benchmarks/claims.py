@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from leadercron.backends import Backend, from_url
 from leadercron.backends.memory import MemoryBackend
@@ -83,6 +84,43 @@ def bench(backend: Backend, claims: int) -> list[float]:
     return timings
 
 
+def measure(name: str, claims: int, url: str | None = None) -> dict[str, Any]:
+    """Claim ``claims`` fires on backend ``name``; start its server unless ``url`` is given.
+
+    Returns the raw timings (seconds) and their median, p99 and rate, or ``supported: False``.
+    """
+    server: Server | None = None
+    tmp = Path(tempfile.mkdtemp(prefix="leadercron-bench-"))
+    try:
+        if url is not None:
+            pass
+        elif name == "memory":
+            url = f"memory://{uuid.uuid4().hex}"
+        elif name == "file":
+            url = f"file://{tmp / 'bench.lock'}"
+        else:
+            server = server_class(name)()
+            server.start()
+            url = server.url()
+        backend = from_url(url)
+        if not backend.supports_claims:
+            return {"supported": False}
+        try:
+            timings = bench(backend, claims)
+        finally:
+            backend.close()
+        return {
+            "supported": True,
+            "claims": len(timings),
+            "median": statistics.median(timings),
+            "p99": percentile(timings, 0.99),
+            "per_second": len(timings) / sum(timings),
+        }
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claims", type=int, default=2000)
@@ -97,33 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# local leadership check (Elector.term()): median {local * 1e6:.2f} us")
     print(f"{'backend':<10} {'median':>10} {'p99':>10} {'claims/s':>10} {'x local check':>14}")
     for name in names:
-        server: Server | None = None
-        tmp = Path(tempfile.mkdtemp(prefix="leadercron-bench-"))
-        try:
-            if name == "memory":
-                url = f"memory://{uuid.uuid4().hex}"
-            elif name == "file":
-                url = f"file://{tmp / 'bench.lock'}"
-            else:
-                server = server_class(name)()
-                server.start()
-                url = server.url()
-            backend = from_url(url)
-            if not backend.supports_claims:
-                print(f"{name:<10} {'(no claims)':>10}")
-                continue
-            timings = bench(backend, args.claims)
-            backend.close()
-            median = statistics.median(timings)
-            p99 = percentile(timings, 0.99)
-            rate = len(timings) / sum(timings)
-            print(
-                f"{name:<10} {median * 1e3:>8.3f}ms {p99 * 1e3:>8.3f}ms {rate:>10.0f} "
-                f"{median / local:>13.0f}x"
-            )
-        finally:
-            if server is not None:
-                server.cleanup()
+        row = measure(name, args.claims)
+        if not row["supported"]:
+            print(f"{name:<10} {'(no claims)':>10}")
+            continue
+        print(
+            f"{name:<10} {row['median'] * 1e3:>8.3f}ms {row['p99'] * 1e3:>8.3f}ms "
+            f"{row['per_second']:>10.0f} {row['median'] / local:>13.0f}x"
+        )
     return 0
 
 

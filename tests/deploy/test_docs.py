@@ -63,11 +63,15 @@ def _nav_pages(nav: Any) -> Iterator[str]:
 
 
 def _doc_pages() -> set[str]:
-    """Every Markdown page under docs/ (those MkDocs builds: not in dot or ``_`` directories)."""
+    """Every Markdown page under docs/ that MkDocs builds: not in dot or ``_`` directories, and
+    not matched by ``exclude_docs`` in mkdocs.yml (its entries here are ``/``-anchored paths)."""
+    excluded = [line.strip() for line in _config().get("exclude_docs", "").splitlines()]
     pages = set()
     for path in DOCS.rglob("*.md"):
         relative = path.relative_to(DOCS)
         if any(part.startswith((".", "_")) for part in relative.parts[:-1]):
+            continue
+        if any(("/" + relative.as_posix()).startswith(entry) for entry in excluded if entry):
             continue
         pages.add(relative.as_posix())
     return pages
