@@ -13,11 +13,12 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from leadercron.term import format_time
 from tests.conftest import BackendCase, wait_until
 from tests.e2e.harness import Replicas, fires_run_twice, parse_fire
 
@@ -103,8 +104,14 @@ def test_kill_9_cycles_run_every_fire_exactly_once(
         replicas.start(name)
     leader = wait_for_leader(replicas, 30)
     assert wait_until(lambda: len(replicas.rows()) >= 2, 15)
+    kills: list[tuple[str, datetime]] = []
     for _ in range(10):
+        # Kill between two fires (at x.5 s), when the leader is not normally in the middle of a
+        # claim: a replica killed after its claim and before its job starts loses that fire,
+        # the one loss the guarantee allows (docs/concepts.md).
+        time.sleep((0.5 - time.time() % 1.0) % 1.0)
         replicas.kill(leader)
+        kills.append((leader, datetime.now(UTC).replace(tzinfo=None)))
         new_leader = wait_for_leader(replicas, t["ttl"] + 5, not_in=(None, leader))
         # The new leader has caught up with the fires that fell due during the failover.
         assert wait_until(lambda who=new_leader: any(i == who for i, *_ in replicas.rows()), 15)
@@ -115,11 +122,26 @@ def test_kill_9_cycles_run_every_fire_exactly_once(
     rows = replicas.rows()
     assert not fires_run_twice(rows), fires_run_twice(rows)
     fires = sorted(parse_fire(f) for _, f, _, _ in rows)
-    # Within the grace window every 1 s fire from the first to the last ran: no gap.
-    gaps = [later - earlier for earlier, later in itertools.pairwise(fires)]
-    assert all(g == timedelta(seconds=1) for g in gaps), [
-        str(g) for g in gaps if g != timedelta(seconds=1)
+    # Within the grace window every 1 s fire from the first to the last ran — except a fire
+    # that a killed leader had claimed and not yet started: claimed (a later leader's claim of
+    # it was refused, or its catch-up found it as the last claimed fire), never run, and a
+    # leader was killed within a second after it.
+    logs = "".join(replicas.log(name) for name in names)
+    missing = [
+        earlier + timedelta(seconds=k)
+        for earlier, later in itertools.pairwise(fires)
+        for k in range(1, round((later - earlier).total_seconds()))
     ]
+    for fire in missing:
+        text = format_time(fire.replace(tzinfo=UTC))
+        claimed = (
+            f"skipped job=tick scheduled={text}: claim rejected" in logs
+            or f"(last claimed {text})" in logs
+        )
+        killed_then = any(timedelta(0) <= at - fire < timedelta(seconds=1) for _, at in kills)
+        assert claimed, f"fire {text} never ran and nobody claimed it; kills: {kills}"
+        assert killed_then, f"fire {text} was claimed, never ran, no kill near it: {kills}"
+    assert len(missing) <= 1, f"more than one fire lost in 10 kills: {missing}"
     assert len({i for i, *_ in rows}) >= 2
 
 
