@@ -265,8 +265,7 @@ class Metrics(Listener):
             tuple(self._labels),
             registry=reg,
         )
-        self._locks_held_fn: Callable[[], float] = lambda: 0.0
-        self.locks_held.labels(**self._labels).set_function(self._locks_held)
+        self.locks_held.labels(**self._labels).set(0)
         self.lock_skips = Counter(
             "leadercron_lock_skips_total",
             "Fires this replica skipped because another replica held the job's lock (per-job "
@@ -281,12 +280,9 @@ class Metrics(Listener):
             registry=reg,
         )
 
-    def _locks_held(self) -> float:
-        return self._locks_held_fn()
-
     def count_locks(self, held: Callable[[], float]) -> None:
         """Report ``held()`` as ``leadercron_locks_held`` at scrape time (per-job mode)."""
-        self._locks_held_fn = held
+        self.locks_held.labels(**self._labels).set_function(held)
 
     def lock_lost(self, job_id: str) -> None:
         """Count a run whose job lock was lost while it ran (per-job mode)."""
