@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from leadercron.backends import Backend, from_url
+from leadercron.backends import Backend, Lease, from_url
 from tests.servers import SERVERS, server_class
 from tests.servers.base import Server
 
@@ -75,11 +77,16 @@ def _case(name: str, servers: dict[str, Server], tmp_path: Path, fresh: bool) ->
         server = cls()
         server.start()
     else:
-        if name not in servers:
-            servers[name] = cls()
-            servers[name].start()
-        server = servers[name]
+        server = shared_server(servers, name)
     return BackendCase(name, server.url(), ttl=cls.min_ttl, server=server)
+
+
+def shared_server(servers: dict[str, Server], name: str) -> Server:
+    """The test session's server for backend ``name``, started on first use."""
+    if name not in servers:
+        servers[name] = server_class(name)()
+        servers[name].start()
+    return servers[name]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -135,14 +142,37 @@ def python_env() -> dict[str, str]:
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> bool:
     """Poll ``predicate`` until it is truthy or ``timeout`` passes (for tests only)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def campaign(backend: Backend, election: str, identity: str, ttl: float, timeout: float) -> Lease:
+    """Campaign the way the elector does: acquire, else wait for a change, until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lease = backend.acquire(election, identity, ttl)
+        if lease is not None:
+            return lease
+        backend.wait_for_change(election, min(ttl, max(0.01, deadline - time.monotonic())))
+    raise AssertionError(f"{identity} did not acquire {election} within {timeout}s")
+
+
+def waiting(backend: Backend, election: str, timeout: float) -> threading.Event:
+    """Call ``wait_for_change`` in a thread; the event is set when it returns (or raises)."""
+    returned = threading.Event()
+
+    def wait() -> None:
+        try:
+            backend.wait_for_change(election, timeout)
+        finally:
+            returned.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    return returned
 
 
 PYTHON = sys.executable

@@ -19,8 +19,7 @@ import pytest
 from leadercron.backends import from_url
 from leadercron.backends.consul import LOCK_FLAGS, ConsulBackend
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
-from tests.conftest import BACKENDS, wait_until
-from tests.contract.test_backend_contract import acquire_blocking
+from tests.conftest import BACKENDS, campaign, shared_server, wait_until, waiting
 from tests.servers.base import Server, free_port
 from tests.servers.consul import ConsulServer
 
@@ -33,10 +32,7 @@ DAY_MS = 86_400_000
 @pytest.fixture
 def server(servers: dict[str, Server]) -> ConsulServer:
     """The test session's shared Consul server (the contract suite uses it too)."""
-    if "consul" not in servers:
-        servers["consul"] = ConsulServer()
-        servers["consul"].start()
-    found = servers["consul"]
+    found = shared_server(servers, "consul")
     assert isinstance(found, ConsulServer)
     return found
 
@@ -254,7 +250,7 @@ def test_silent_session_expires_within_ttl(
     lease = holder.acquire(election, "silent", ttl)
     assert lease is not None
     acquired_at = time.monotonic()
-    taken = acquire_blocking(waiter, election, "waiter", ttl, timeout=4 * ttl)
+    taken = campaign(waiter, election, "waiter", ttl, timeout=4 * ttl)
     elapsed = time.monotonic() - acquired_at
     assert ttl / 2 <= elapsed < ttl + 2.0, f"silent holder expired after {elapsed:.2f}s"
     assert taken.token > lease.token
@@ -292,13 +288,7 @@ def test_wait_for_change_is_bounded_and_wakes_on_close(
     waiter.wait_for_change(election, 1.0)
     assert 0.9 <= time.monotonic() - start < 5.0
 
-    returned = threading.Event()
-
-    def wait() -> None:
-        waiter.wait_for_change(election, 30.0)
-        returned.set()
-
-    threading.Thread(target=wait, daemon=True).start()
+    returned = waiting(waiter, election, 30.0)
     time.sleep(0.3)
     assert not returned.is_set()
     closed_at = time.monotonic()
@@ -328,7 +318,7 @@ def test_lock_delay_after_invalidation_but_not_after_release(
     invalidated_at = time.monotonic()
     assert waiter.acquire(election, "waiter", 30.0) is None  # free key, but lock-delay
     assert waiter.leader(election) is None
-    taken = acquire_blocking(waiter, election, "waiter", 30.0, timeout=15)
+    taken = campaign(waiter, election, "waiter", 30.0, timeout=15)
     delayed = time.monotonic() - invalidated_at
     assert 2.5 <= delayed < 3.0 + 5.0, f"took over {delayed:.2f}s after invalidation"
     assert attempts <= 3 + 4, f"{attempts} acquires during a 3s lock-delay: polling too fast"
@@ -337,7 +327,7 @@ def test_lock_delay_after_invalidation_but_not_after_release(
     # A voluntary release: no lock-delay, the other candidate takes over at once.
     released_at = time.monotonic()
     waiter.release(taken)
-    again = acquire_blocking(holder, election, "holder", 30.0, timeout=10)
+    again = campaign(holder, election, "holder", 30.0, timeout=10)
     assert time.monotonic() - released_at < 1.5
     assert again.token > taken.token
 
@@ -399,7 +389,7 @@ def test_consul_lock_holds_then_leadercron_takes_over(
         stopped_at = time.monotonic()
         stop.touch()  # the command exits; consul lock releases and deletes the key
         assert woke.wait(10), "consul lock's release did not wake the waiter"
-        lease = acquire_blocking(backend, election, "leadercron", 30.0, timeout=10)
+        lease = campaign(backend, election, "leadercron", 30.0, timeout=10)
         assert time.monotonic() - stopped_at < 5.0
         assert lease.token > before.token
         assert proc.wait(timeout=20) == 0
@@ -613,7 +603,7 @@ def test_alarm_when_our_session_loses_the_key(
     assert "our session no longer holds it" in alarms[0]
     assert ours.renew(lease) is None
     # An orderly release raises no alarm.
-    again = acquire_blocking(ours, election, "alarmed", 30.0, timeout=10)
+    again = campaign(ours, election, "alarmed", 30.0, timeout=10)
     ours.release(again)
     time.sleep(0.5)
     assert len(alarms) == 1, alarms

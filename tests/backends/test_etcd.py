@@ -22,8 +22,7 @@ from leadercron.backends import Lease, from_url
 from leadercron.backends import etcd as etcd_backend
 from leadercron.backends.etcd import PASSWORD_ENV, EtcdBackend, _Campaign
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
-from tests.conftest import BACKENDS, wait_until
-from tests.contract.test_backend_contract import acquire_blocking
+from tests.conftest import BACKENDS, campaign, shared_server, wait_until
 from tests.servers.base import Server, free_port
 from tests.servers.etcd import EtcdServer
 
@@ -77,10 +76,7 @@ class Etcdctl:
 @pytest.fixture(scope="module")
 def etcd(servers: dict[str, Server]) -> EtcdServer:
     """The session's shared etcd (the one the contract suite uses)."""
-    if "etcd" not in servers:
-        servers["etcd"] = EtcdServer()
-        servers["etcd"].start()
-    server = servers["etcd"]
+    server = shared_server(servers, "etcd")
     assert isinstance(server, EtcdServer)
     return server
 
@@ -132,7 +128,7 @@ def test_etcdctl_leader_blocks_us_until_it_resigns(
         assert ours.candidates(election) == ["from-etcdctl", "leadercron"]
         got: list[Lease] = []
         waiter = threading.Thread(
-            target=lambda: got.append(acquire_blocking(ours, election, "leadercron", TTL, 30)),
+            target=lambda: got.append(campaign(ours, election, "leadercron", TTL, 30)),
             daemon=True,
         )
         waiter.start()
@@ -235,7 +231,7 @@ def test_fencing_token_is_the_create_revision_and_grows_across_tools(
         assert info.token == middle
     finally:
         elect.stop()
-    second = acquire_blocking(ours, election, "leadercron", TTL, timeout=10)
+    second = campaign(ours, election, "leadercron", TTL, timeout=10)
     assert first.token < middle < second.token
     ours.release(second)
 
@@ -254,7 +250,7 @@ def test_a_lease_lost_while_waiting_is_regranted_not_led(
     old = waiter._campaigns[election]
     etcd.etcdctl("lease", "revoke", f"{old.lease_id:x}")  # as if it expired during a long wait
     holder.release(held)
-    lease = acquire_blocking(waiter, election, "waiter", 30, timeout=10)
+    lease = campaign(waiter, election, "waiter", 30, timeout=10)
     assert lease.handle.lease_id != old.lease_id
     assert lease.token > old.revision
     info = waiter.leader(election)
@@ -276,7 +272,7 @@ def test_alarm_when_our_key_is_deleted_under_us(
     assert "deleted" in alarms[0]
     assert ours.renew(lease) is None
     # An orderly release raises no alarm.
-    again = acquire_blocking(ours, election, "alarmed", 30, timeout=10)
+    again = campaign(ours, election, "alarmed", 30, timeout=10)
     ours.release(again)
     time.sleep(0.3)
     assert len(alarms) == 1, alarms
@@ -421,7 +417,7 @@ def test_a_claim_after_the_lease_expired_in_etcd_is_refused(
     assert not ours.claim(lease, "new-job", base + 1)
     assert ours.ledger(election) == {"job": base}
     # The same identity on the same instance starts a new term; only that term can claim.
-    again = acquire_blocking(ours, election, "short", 30, timeout=10)
+    again = campaign(ours, election, "short", 30, timeout=10)
     assert again.identity == lease.identity
     assert again.token > lease.token
     assert not ours.claim(lease, "job", base + 2)
@@ -438,7 +434,7 @@ def test_racing_claims_from_two_processes_views_admit_one(
     deposed = old.acquire(election, "old", 30)
     assert deposed is not None
     etcd.etcdctl("lease", "revoke", f"{deposed.handle.lease_id:x}")  # ends the term in etcd
-    current = acquire_blocking(new, election, "new", 30, timeout=10)
+    current = campaign(new, election, "new", 30, timeout=10)
     base = int(time.time() * 1000)
     barrier = threading.Barrier(8)
 
@@ -469,7 +465,7 @@ def test_ledger_lease_is_shared_by_later_terms_and_replaced_when_revoked(
     first.close()  # close revokes sessions, never the ledger lease
     assert lease_info(etcd, shared)["ttl"] > 0
     # A successor in another process finds the ledger lease through the newest ledger key.
-    successor = acquire_blocking(second, election, "second", 30, timeout=10)
+    successor = campaign(second, election, "second", 30, timeout=10)
     assert second.claim(successor, "b", base + 1)
     stored = kv(etcd, f"{election}.leadercron-ledger/b")
     assert stored is not None
@@ -564,7 +560,7 @@ def test_auth_right_password_works_and_survives_token_expiry(
     holder.release(lease)
     thread.join(timeout=5)
     assert not thread.is_alive(), "the watch did not see the release under auth"
-    assert acquire_blocking(waiter, election, "waiter", TTL, timeout=10).identity == "waiter"
+    assert campaign(waiter, election, "waiter", TTL, timeout=10).identity == "waiter"
 
 
 def test_auth_password_file(
@@ -619,7 +615,7 @@ def test_tls_with_client_certificate(
     holder.release(lease)
     thread.join(timeout=5)
     assert not thread.is_alive(), "the TLS watch did not see the release"
-    assert acquire_blocking(waiter, election, "waiter", TTL, timeout=10).identity == "waiter"
+    assert campaign(waiter, election, "waiter", TTL, timeout=10).identity == "waiter"
     # close() cuts a TLS watch stream too
     thread = threading.Thread(target=holder.wait_for_change, args=(election, 30), daemon=True)
     thread.start()

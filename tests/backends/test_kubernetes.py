@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
-from leadercron.backends import Backend, Lease, from_url
+from leadercron.backends import Lease, from_url
 from leadercron.backends import kubernetes as kube_backend
 from leadercron.backends.base import LEDGER_RETENTION
 from leadercron.backends.kubernetes import (
@@ -29,7 +29,8 @@ from leadercron.backends.kubernetes import (
     KubernetesBackend,
 )
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
-from tests.conftest import wait_until
+from leadercron.term import format_time
+from tests.conftest import campaign, wait_until, waiting
 from tests.servers.fake_kube import FakeKubeServer
 
 Make = Callable[..., KubernetesBackend]
@@ -94,36 +95,6 @@ def raw_put(server: FakeKubeServer, lease: dict[str, Any]) -> dict[str, Any]:
     assert status == 200, written
     assert isinstance(written, dict)
     return written
-
-
-def micro(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def campaign(
-    backend: KubernetesBackend, election: str, identity: str, ttl: float, timeout: float
-) -> Lease:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lease = backend.acquire(election, identity, ttl)
-        if lease is not None:
-            return lease
-        backend.wait_for_change(election, min(ttl, max(0.01, deadline - time.monotonic())))
-    raise AssertionError(f"{identity} did not acquire {election} within {timeout}s")
-
-
-def waiting(backend: Backend, election: str, timeout: float) -> threading.Event:
-    """Call ``wait_for_change`` in a thread; the event is set when it returns (or raises)."""
-    returned = threading.Event()
-
-    def wait() -> None:
-        try:
-            backend.wait_for_change(election, timeout)
-        finally:
-            returned.set()
-
-    threading.Thread(target=wait, daemon=True).start()
-    return returned
 
 
 def _go_now() -> datetime:
@@ -710,7 +681,7 @@ def test_url_errors(tmp_path: Path, url: str, message: str) -> None:
 
 def test_the_fake_answers_like_the_api_server(server: FakeKubeServer, election: str) -> None:
     collection = server.lease_path(election).rsplit("/", 1)[0]
-    now = micro(datetime.now(UTC))
+    now = format_time(datetime.now(UTC))
     spec = {"holderIdentity": "x", "leaseDurationSeconds": 5, "renewTime": now}
     status, created = server.request(
         "POST", collection, {"metadata": {"name": election}, "spec": spec}

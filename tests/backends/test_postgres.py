@@ -14,7 +14,7 @@ import pytest
 from leadercron.backends import Backend, Lease, from_url
 from leadercron.backends.postgres import PostgresBackend, lock_key
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
-from tests.conftest import wait_until
+from tests.conftest import campaign, wait_until, waiting
 from tests.servers.base import free_port
 from tests.servers.postgres import PostgresServer
 
@@ -44,16 +44,6 @@ def make(server: PostgresServer) -> Iterator[Make]:
         backend.close()
 
 
-def acquire_within(backend: Backend, election: str, identity: str, timeout: float) -> Lease:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lease = backend.acquire(election, identity, 10.0)
-        if lease is not None:
-            return lease
-        backend.wait_for_change(election, max(0.01, deadline - time.monotonic()))
-    raise AssertionError(f"{identity} did not acquire {election} within {timeout}s")
-
-
 def session_pid(server: PostgresServer, election: str) -> int:
     with server.connect() as conn:
         row = conn.execute(
@@ -65,30 +55,18 @@ def session_pid(server: PostgresServer, election: str) -> int:
     return pid
 
 
-def waiting(backend: Backend, election: str, timeout: float) -> threading.Event:
-    """Call ``wait_for_change`` in a thread; the event is set when it returns."""
-    returned = threading.Event()
-
-    def wait() -> None:
-        backend.wait_for_change(election, timeout)
-        returned.set()
-
-    threading.Thread(target=wait, daemon=True).start()
-    return returned
-
-
 def test_mutual_exclusion_and_the_lock_on_the_server(
     server: PostgresServer, make: Make, election: str
 ) -> None:
     backends = [make() for _ in range(6)]
     barrier = threading.Barrier(len(backends))
 
-    def campaign(i: int) -> Lease | None:
+    def race(i: int) -> Lease | None:
         barrier.wait()
         return backends[i].acquire(election, f"c{i}", 10.0)
 
     with ThreadPoolExecutor(len(backends)) as pool:
-        leases = list(pool.map(campaign, range(len(backends))))
+        leases = list(pool.map(race, range(len(backends))))
     won = [lease for lease in leases if lease is not None]
     assert len(won) == 1
     key = lock_key(election) & 0xFFFFFFFFFFFFFFFF
@@ -107,7 +85,7 @@ def test_mutual_exclusion_and_the_lock_on_the_server(
 def test_release_wakes_a_waiter_by_notify(make: Make, election: str) -> None:
     holder = make()
     waiter = make(f"{holder.url}?recheck=60s")  # only the NOTIFY can wake it in time
-    lease = acquire_within(holder, election, "holder", 10)
+    lease = campaign(holder, election, "holder", 10.0, 10)
     woke = waiting(waiter, election, 30)
     time.sleep(0.3)
     assert not woke.is_set()
@@ -129,11 +107,11 @@ def test_terminated_holder_session_ends_the_term(
     holder, other = make(), make()
     alarms: list[str] = []
     holder.set_alarm(alarms.append)
-    lease = acquire_within(holder, election, "holder", 10)
+    lease = campaign(holder, election, "holder", 10.0, 10)
     assert other.acquire(election, "other", 10.0) is None
     with server.connect() as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (session_pid(server, election),))
-    taken = acquire_within(other, election, "other", 10)  # woken by the recheck
+    taken = campaign(other, election, "other", 10.0, 10)  # woken by the recheck
     assert taken.token > lease.token
     assert holder.renew(lease) is None
     assert not holder.claim(lease, "job", int(time.time() * 1000))
@@ -149,7 +127,7 @@ def test_fencing_tokens_increase_and_persist(make: Make, election: str) -> None:
     tokens = []
     for i in range(6):
         backend = (first, second)[i % 2]
-        lease = acquire_within(backend, election, f"c{i % 2}", 10)
+        lease = campaign(backend, election, f"c{i % 2}", 10.0, 10)
         tokens.append(lease.token)
         backend.release(lease)
     assert tokens == list(range(tokens[0], tokens[0] + 6))
@@ -157,7 +135,7 @@ def test_fencing_tokens_increase_and_persist(make: Make, election: str) -> None:
 
 def test_claims_are_fenced(server: PostgresServer, make: Make, election: str) -> None:
     holder, other = make(), make()
-    lease = acquire_within(holder, election, "holder", 10)
+    lease = campaign(holder, election, "holder", 10.0, 10)
     base = int(time.time() * 1000)
     assert holder.claim(lease, "job", base)
     assert not holder.claim(lease, "job", base)
@@ -168,7 +146,7 @@ def test_claims_are_fenced(server: PostgresServer, make: Make, election: str) ->
     with pytest.raises(BackendUnavailable):
         holder.claim(lease, "job", base + 1)
     assert not holder.claim(lease, "job", base + 1)
-    successor = acquire_within(other, election, "other", 10)
+    successor = campaign(other, election, "other", 10.0, 10)
     assert not other.claim(successor, "job", base)
     assert other.claim(successor, "job", base + 1)
     assert other.ledger(election) == {"job": base + 1}
@@ -185,12 +163,12 @@ def test_foreign_session_holding_the_lock_excludes_leadercron(
         assert info is not None
         assert info.token is None
         assert info.identity.startswith("pid ")
-    assert acquire_within(backend, election, "x", 10).identity == "x"
+    assert campaign(backend, election, "x", 10.0, 10).identity == "x"
 
 
 def test_close_wakes_a_pending_wait(make: Make, election: str) -> None:
     holder, waiter = make(), make()
-    acquire_within(holder, election, "holder", 10)
+    campaign(holder, election, "holder", 10.0, 10)
     woke = waiting(waiter, election, 30)
     time.sleep(0.3)
     waiter.close()
@@ -238,7 +216,7 @@ def test_server_restart_ends_the_term_and_tokens_survive(election: str) -> None:
         server.restart()
         assert backend.renew(lease) is None  # the dead connection is found out
         assert backend.renew(lease) is None
-        again = acquire_within(backend, election, "holder", 10)
+        again = campaign(backend, election, "holder", 10.0, 10)
         assert again.token > lease.token
     finally:
         backend.close()

@@ -17,6 +17,7 @@ from leadercron.backends import Backend, Lease, from_url
 from leadercron.backends.base import LEDGER_RETENTION
 from leadercron.backends.redis import PASSWORD_ENV, RedisBackend
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
+from tests.conftest import campaign, waiting
 from tests.servers.base import free_port
 from tests.servers.redis import RedisServer
 
@@ -48,28 +49,6 @@ def make() -> Iterator[Make]:
     yield _make
     for backend in made:
         backend.close()
-
-
-def waiting(backend: Backend, election: str, timeout: float) -> threading.Event:
-    """Call ``wait_for_change`` in a thread; the event is set when it returns."""
-    returned = threading.Event()
-
-    def wait() -> None:
-        backend.wait_for_change(election, timeout)
-        returned.set()
-
-    threading.Thread(target=wait, daemon=True).start()
-    return returned
-
-
-def campaign(backend: Backend, election: str, identity: str, ttl: float, timeout: float) -> Lease:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lease = backend.acquire(election, identity, ttl)
-        if lease is not None:
-            return lease
-        backend.wait_for_change(election, min(ttl, max(0.01, deadline - time.monotonic())))
-    raise AssertionError(f"{identity} did not acquire {election} within {timeout}s")
 
 
 # -- storage format and interop ---------------------------------------------------------------

@@ -22,7 +22,7 @@ from leadercron.backends import Backend, Lease, from_url, zookeeper
 from leadercron.backends.base import LEDGER_RETENTION
 from leadercron.backends.zookeeper import PASSWORD_ENV, ZooKeeperBackend
 from leadercron.errors import BackendAuthError, BackendUnavailable, ConfigError
-from tests.conftest import BACKENDS, wait_until
+from tests.conftest import BACKENDS, campaign, shared_server, wait_until
 from tests.servers.base import Server, free_port
 from tests.servers.zookeeper import ZooKeeperServer, four_letter
 
@@ -36,10 +36,7 @@ HANDOVER = 2.0  # the contract suite's bound for a graceful handover
 @pytest.fixture(scope="module")
 def server(servers: dict[str, Server]) -> ZooKeeperServer:
     """The test session's ZooKeeper (shared with the contract suite)."""
-    if "zookeeper" not in servers:
-        servers["zookeeper"] = ZooKeeperServer()
-        servers["zookeeper"].start()
-    srv = servers["zookeeper"]
+    srv = shared_server(servers, "zookeeper")
     assert isinstance(srv, ZooKeeperServer)
     return srv
 
@@ -74,16 +71,6 @@ def kazoo() -> Iterator[Callable[..., KazooClient]]:
     for client in clients:
         client.stop()
         client.close()
-
-
-def campaign(backend: Backend, election: str, identity: str, ttl: float, timeout: float) -> Lease:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lease = backend.acquire(election, identity, ttl)
-        if lease is not None:
-            return lease
-        backend.wait_for_change(election, min(ttl, max(0.01, deadline - time.monotonic())))
-    raise AssertionError(f"{identity} did not acquire {election} within {timeout}s")
 
 
 class Contender:

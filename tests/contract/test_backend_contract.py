@@ -14,20 +14,7 @@ import pytest
 
 from leadercron.backends import Backend, Lease
 from leadercron.errors import BackendUnavailable
-from tests.conftest import PYTHON, BackendCase, wait_until
-
-
-def acquire_blocking(
-    backend: Backend, election: str, identity: str, ttl: float, timeout: float
-) -> Lease:
-    """Campaign the way the elector does: acquire, else wait for a change, until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lease = backend.acquire(election, identity, ttl)
-        if lease is not None:
-            return lease
-        backend.wait_for_change(election, min(ttl, max(0.01, deadline - time.monotonic())))
-    raise AssertionError(f"{identity} did not acquire {election} within {timeout}s")
+from tests.conftest import PYTHON, BackendCase, campaign, wait_until
 
 
 def test_mutual_exclusion_among_five(backend_case: BackendCase, election: str) -> None:
@@ -55,7 +42,7 @@ def test_mutual_exclusion_among_five(backend_case: BackendCase, election: str) -
 def test_renew_keeps_the_term_past_its_ttl(backend_case: BackendCase, election: str) -> None:
     holder, other = backend_case.make(), backend_case.make()
     ttl = backend_case.ttl
-    lease = acquire_blocking(holder, election, "holder", ttl, timeout=10 * ttl)
+    lease = campaign(holder, election, "holder", ttl, timeout=10 * ttl)
     deadline = time.monotonic() + 2.5 * ttl
     while time.monotonic() < deadline:
         renewed = holder.renew(lease)
@@ -73,17 +60,17 @@ def test_an_expired_term_is_not_resurrected(backend_case: BackendCase, election:
     holder = backend_case.make()
     needs_expiry(holder)
     ttl = backend_case.ttl
-    lease = acquire_blocking(holder, election, "holder", ttl, timeout=10 * ttl)
+    lease = campaign(holder, election, "holder", ttl, timeout=10 * ttl)
     assert wait_until(lambda: holder.leader(election) is None, timeout=3 * ttl + 5, interval=0.1)
     assert holder.renew(lease) is None
-    again = acquire_blocking(holder, election, "holder", ttl, timeout=10 * ttl)
+    again = campaign(holder, election, "holder", ttl, timeout=10 * ttl)
     assert again.token > lease.token
 
 
 def test_release_hands_over_at_once(backend_case: BackendCase, election: str) -> None:
     holder, waiter = backend_case.make(), backend_case.make()
     ttl = 30.0  # long: a handover that waited for expiry would fail the timing below
-    lease = acquire_blocking(holder, election, "holder", ttl, timeout=30)
+    lease = campaign(holder, election, "holder", ttl, timeout=30)
     assert waiter.acquire(election, "waiter", ttl) is None
     woke = threading.Event()
 
@@ -98,7 +85,7 @@ def test_release_hands_over_at_once(backend_case: BackendCase, election: str) ->
     released_at = time.monotonic()
     holder.release(lease)
     assert woke.wait(5.0), "release did not wake the waiter"
-    handed_over = acquire_blocking(waiter, election, "waiter", ttl, timeout=5.0)
+    handed_over = campaign(waiter, election, "waiter", ttl, timeout=5.0)
     elapsed = time.monotonic() - released_at
     assert elapsed < 2.0, f"handover took {elapsed:.3f}s"
     assert handed_over.token > lease.token
@@ -112,10 +99,10 @@ def test_release_is_idempotent_and_never_deletes_a_successor(
 ) -> None:
     first, second = backend_case.make(), backend_case.make()
     ttl = 30.0
-    old = acquire_blocking(first, election, "first", ttl, timeout=30)
+    old = campaign(first, election, "first", ttl, timeout=30)
     first.release(old)
     first.release(old)  # idempotent
-    new = acquire_blocking(second, election, "second", ttl, timeout=10)
+    new = campaign(second, election, "second", ttl, timeout=10)
     first.release(old)  # a late release of the old term
     assert first.renew(old) is None
     info = first.leader(election)
@@ -130,7 +117,7 @@ def test_fencing_tokens_strictly_increase(backend_case: BackendCase, election: s
     tokens: list[int] = []
     for round_ in range(6):
         backend = backends[round_ % 3]
-        lease = acquire_blocking(backend, election, f"c{round_ % 3}", 30.0, timeout=10)
+        lease = campaign(backend, election, f"c{round_ % 3}", 30.0, timeout=10)
         tokens.append(lease.token)
         backend.release(lease)
     assert tokens == sorted(tokens)
@@ -143,11 +130,11 @@ def test_wait_returns_when_a_silent_holder_expires(
     holder, waiter = backend_case.make(), backend_case.make()
     needs_expiry(holder)
     ttl = backend_case.ttl
-    acquire_blocking(holder, election, "holder", ttl, timeout=10 * ttl)
+    campaign(holder, election, "holder", ttl, timeout=10 * ttl)
     start = time.monotonic()
     # The holder never renews. The waiter must get the election within ttl plus slack,
     # without being told by a release.
-    lease = acquire_blocking(waiter, election, "waiter", ttl, timeout=3 * ttl + 5)
+    lease = campaign(waiter, election, "waiter", ttl, timeout=3 * ttl + 5)
     assert lease.identity == "waiter"
     assert time.monotonic() - start < 3 * ttl + 5
 
@@ -174,7 +161,7 @@ def test_takeover_after_the_holder_process_is_killed(
         proc.kill()
         proc.wait()
         killed_at = time.monotonic()
-        lease = acquire_blocking(waiter, election, "waiter", ttl, timeout=ttl + 5)
+        lease = campaign(waiter, election, "waiter", ttl, timeout=ttl + 5)
         elapsed = time.monotonic() - killed_at
         assert elapsed < ttl + 1.0, f"takeover took {elapsed:.2f}s with ttl {ttl}s"
         assert lease.token > doomed_token
@@ -214,7 +201,7 @@ def test_claims_are_fenced_by_the_term_and_never_repeat(
 ) -> None:
     first, second = backend_case.make(), backend_case.make()
     needs_claims(first)
-    lease = acquire_blocking(first, election, "first", 30.0, timeout=30)
+    lease = campaign(first, election, "first", 30.0, timeout=30)
     base = int(time.time() * 1000)  # fires are ms since the epoch; ledgers drop very old ones
     assert first.claim(lease, "job", base + 1_000)
     assert not first.claim(lease, "job", base + 1_000), "the same fire claimed twice"
@@ -225,7 +212,7 @@ def test_claims_are_fenced_by_the_term_and_never_repeat(
     first.release(lease)
     # A deposed term can claim nothing, even a fire nobody claimed.
     assert not first.claim(lease, "job", base + 3_000)
-    successor = acquire_blocking(second, election, "second", 30.0, timeout=10)
+    successor = campaign(second, election, "second", 30.0, timeout=10)
     assert not second.claim(successor, "job", base + 2_000), "the successor re-ran a claimed fire"
     assert second.claim(successor, "job", base + 3_000)
     assert not first.claim(lease, "job", base + 4_000)
@@ -237,7 +224,7 @@ def test_racing_claims_for_one_fire_admit_exactly_one(
 ) -> None:
     holder = backend_case.make()
     needs_claims(holder)
-    lease = acquire_blocking(holder, election, "holder", 30.0, timeout=30)
+    lease = campaign(holder, election, "holder", 30.0, timeout=30)
     base = int(time.time() * 1000)
     barrier = threading.Barrier(4)
 

@@ -125,6 +125,17 @@ class Server(ABC):
             log = (self.workdir / "server.log").read_text(errors="replace")[-4000:]
             raise RuntimeError(f"{self.name} did not start:\n{log}") from None
 
+    def _make_certs(self) -> None:
+        """Issue TLS files into the work directory, as ``ca_file``, ``server_cert``,
+        ``server_key``, ``client_cert`` and ``client_key`` (for servers that read them so)."""
+        files = TLSFiles.make(self.workdir)
+        self.ca_file, self.server_cert, self.server_key = (
+            files.ca,
+            files.server_cert,
+            files.server_key,
+        )
+        self.client_cert, self.client_key = files.client_cert, files.client_key
+
     def _signal(self, sig: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)

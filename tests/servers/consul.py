@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.servers.base import Server, TLSFiles, free_port, wait_for_port
+from tests.servers.base import Server, free_port, wait_for_port
 
 NODE = "leadercron-test"
 
@@ -45,15 +45,6 @@ class ConsulServer(Server):
         self.https_port = free_port() if tls else 0
         if tls:
             self._make_certs()
-
-    def _make_certs(self) -> None:
-        files = TLSFiles.make(self.workdir)
-        self.ca_file, self.server_cert, self.server_key = (
-            files.ca,
-            files.server_cert,
-            files.server_key,
-        )
-        self.client_cert, self.client_key = files.client_cert, files.client_key
 
     def hcl(self) -> list[str]:
         snippets = [

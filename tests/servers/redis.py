@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from tests.servers.base import Server, TLSFiles, free_port
+from tests.servers.base import Server, free_port
 
 
 class RedisServer(Server):
@@ -29,15 +29,6 @@ class RedisServer(Server):
         self.tls_auth_clients = tls_auth_clients
         if tls:
             self._make_certs()
-
-    def _make_certs(self) -> None:
-        files = TLSFiles.make(self.workdir)
-        self.ca_file, self.server_cert, self.server_key = (
-            files.ca,
-            files.server_cert,
-            files.server_key,
-        )
-        self.client_cert, self.client_key = files.client_cert, files.client_key
 
     def command(self) -> list[str]:
         cmd = [
