@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from apscheduler.events import (
     JobExecutionEvent,
 )
 from apscheduler.executors.asyncio import AsyncIOExecutor
+from apscheduler.executors.base import MaxInstancesReachedError
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -86,6 +88,8 @@ class GuardedScheduler:
         self._accepting = True
         self._running: set[Run] = set()
         self._running_cond = threading.Condition()
+        self._batches: dict[str, _Batch] = {}
+        self._batches_lock = threading.Lock()
         self.outcomes: dict[str, tuple[str, datetime]] = {}
         self._observers: list[Callable[[str, str, float], None]] = []
         self._install_executor(max_workers)
@@ -263,12 +267,73 @@ class GuardedScheduler:
             )
         self._record(run.job_id, outcome, seconds)
 
+    # -- fires that fall due while the job is still behind schedule -----------------------------
+
+    def _open_batch(self, job: Job, run_times: list[datetime]) -> list[datetime]:
+        """Register the fires an executor is about to run (jobs with ``max_instances`` 1)."""
+        batch = _Batch(list(run_times))
+        if job.max_instances == 1:
+            with self._batches_lock:
+                self._batches[job.id] = batch
+        return batch.run_times
+
+    def _fires(self, job_id: str, run_times: list[datetime]) -> Iterator[datetime]:
+        """The fires of one submission, including any queued behind it while it runs."""
+        index = 0
+        while True:
+            with self._batches_lock:
+                batch = self._batches.get(job_id)
+                mine = batch if batch is not None and batch.run_times is run_times else None
+                if index >= len(run_times):
+                    return
+                fire = run_times[index]
+                index += 1
+                if mine is not None:
+                    mine.taken, mine.current, mine.started = index, fire, datetime.now(UTC)
+            yield fire
+
+    def _close_batch(self, job_id: str, run_times: list[datetime]) -> list[datetime]:
+        """Unregister a finished submission; return the fires queued behind it too late to run."""
+        with self._batches_lock:
+            batch = self._batches.get(job_id)
+            if batch is None or batch.run_times is not run_times:
+                return []
+            del self._batches[job_id]
+            return batch.run_times[batch.taken :]
+
+    def queue_behind(self, job: Job, run_times: list[datetime]) -> bool:
+        """Queue fires behind a submission of the same job that is behind schedule.
+
+        APScheduler drops a fire that falls due while the job's only allowed instance is still
+        running. That is right for a run that overruns its interval, but not for an instance
+        still working through fires that fell due earlier (the catch-up after a failover, or a
+        backlog): there the new fire would be lost. So a fire is queued behind the running
+        instance when the fire it is on started more than half an interval late; it then runs
+        after the others, through the same guard (claim, lateness, coalesced by APScheduler).
+        """
+        with self._batches_lock:
+            batch = self._batches.get(job.id)
+            if batch is None:
+                return False
+            fire = batch.current or batch.run_times[0]
+            started = batch.started or datetime.now(UTC)
+            following = job.trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+            if following is None or started - fire <= (following - fire) / 2:
+                return False
+            batch.run_times.extend(run_times)
+        log.info(
+            "queued job=%s scheduled=%s behind fires still being run",
+            job.id,
+            ", ".join(format_time(t) for t in run_times),
+        )
+        return True
+
     def run_job(
         self, job: Job, alias: str, run_times: list[datetime], logger_name: str
     ) -> list[JobExecutionEvent]:
         """Replacement for APScheduler's ``run_job``: the same, plus the dispatch guard."""
         events: list[JobExecutionEvent] = []
-        for run_time in run_times:
+        for run_time in self._fires(job.id, run_times):
             run = self._before(job, alias, run_time, events)
             if run is None:
                 continue
@@ -289,7 +354,7 @@ class GuardedScheduler:
     ) -> list[JobExecutionEvent]:
         """Coroutine version of :meth:`run_job`."""
         events: list[JobExecutionEvent] = []
-        for run_time in run_times:
+        for run_time in self._fires(job.id, run_times):
             run = self._before(job, alias, run_time, events)
             if run is None:
                 continue
@@ -470,6 +535,16 @@ class LeaderScheduler(GuardedScheduler, Listener):
         return self._track(Run(job_id=job.id, scheduled_time=run_time, term=term)), ""
 
 
+@dataclass
+class _Batch:
+    """One executor submission of a job: its fires, and the one being run now."""
+
+    run_times: list[datetime]
+    taken: int = 0
+    current: datetime | None = None
+    started: datetime | None = None
+
+
 def _skip_outcome(reason: str) -> str:
     """The outcome recorded for a refused fire: ``rejected`` (claim), ``locked`` or ``skipped``."""
     if reason.startswith("claim rejected"):
@@ -486,13 +561,20 @@ class _GuardedThreadPoolExecutor(ThreadPoolExecutor):  # type: ignore[misc]
         super().__init__(max_workers)
         self._owner = owner
 
+    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        if not self._owner.queue_behind(job, run_times):
+            super().submit_job(job, run_times)
+
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        run_times = self._owner._open_batch(job, run_times)
+
         def callback(future: Any) -> None:
             exc = future.exception()
             if exc is not None:
                 self._run_job_error(job.id, exc, exc.__traceback__)
             else:
                 self._run_job_success(job.id, future.result())
+            _resubmit(self, job, self._owner._close_batch(job.id, run_times))
 
         future = self._pool.submit(
             self._owner.run_job, job, job._jobstore_alias, run_times, self._logger.name
@@ -507,7 +589,13 @@ class _GuardedAsyncIOExecutor(AsyncIOExecutor):  # type: ignore[misc]
         super().__init__()
         self._owner = owner
 
+    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        if not self._owner.queue_behind(job, run_times):
+            super().submit_job(job, run_times)
+
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        run_times = self._owner._open_batch(job, run_times)
+
         def callback(future: Any) -> None:
             self._pending_futures.discard(future)
             try:
@@ -516,6 +604,7 @@ class _GuardedAsyncIOExecutor(AsyncIOExecutor):  # type: ignore[misc]
                 self._run_job_error(job.id, *sys.exc_info()[1:])
             else:
                 self._run_job_success(job.id, events)
+            _resubmit(self, job, self._owner._close_batch(job.id, run_times))
 
         if iscoroutinefunction_partial(job.func) or inspect.iscoroutinefunction(job.func):
             coro = self._owner.run_coroutine_job(
@@ -528,3 +617,17 @@ class _GuardedAsyncIOExecutor(AsyncIOExecutor):  # type: ignore[misc]
             )
         future.add_done_callback(callback)
         self._pending_futures.add(future)
+
+
+def _resubmit(executor: Any, job: Job, fires: list[datetime]) -> None:
+    """Submit fires that were queued behind a submission after its last fire had started."""
+    if not fires:
+        return
+    try:
+        executor.submit_job(job, fires)
+    except MaxInstancesReachedError:
+        log.warning(
+            "dropped job=%s scheduled=%s: another instance started meanwhile",
+            job.id,
+            ", ".join(format_time(t) for t in fires),
+        )
